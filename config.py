@@ -1,0 +1,74 @@
+"""Every setting comes from the environment, with defaults that work on one machine."""
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+
+
+def parse_bool(value, default=False):
+    if value is None or value == "":
+        return default
+    return str(value).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env(name, default=None):
+    return os.environ.get(name, default)
+
+
+def env_int(name, default):
+    value = os.environ.get(name)
+    return default if value in (None, "") else int(value)
+
+
+class Config:
+    """Read at app creation (not import), so tests and commands can set the environment first."""
+
+    def __init__(self):
+        instance = Path(env("FIRETIME_INSTANCE_DIR", BASE_DIR / "instance"))
+        self.INSTANCE_DIR = str(instance)
+        self.SECRET_KEY = env("SECRET_KEY", "dev-only-change-me")
+        self.SQLALCHEMY_DATABASE_URI = env("DATABASE_URL", f"sqlite:///{instance / 'firetime.db'}")
+        self.REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
+        # All plan wall times (daily 02:30, period starts, cron) are read in this zone.
+        self.TIMEZONE = env("FIRETIME_TIMEZONE", "UTC")
+        self.FILES_DIR = env("FIRETIME_FILES_DIR", str(instance / "files"))
+        self.RETENTION_DAYS = env_int("FIRETIME_RETENTION_DAYS", 90)
+        # A run's worker refreshes a heartbeat this often; a run whose heartbeat is gone
+        # for RUN_DEAD_AFTER seconds is failed as "worker died".
+        self.HEARTBEAT_SECONDS = env_int("FIRETIME_HEARTBEAT_SECONDS", 5)
+        self.RUN_DEAD_AFTER = env_int("FIRETIME_RUN_DEAD_AFTER", 30)
+        # Job code is asked to stop first; after this grace the work horse is killed.
+        self.CANCEL_GRACE_SECONDS = env_int("FIRETIME_CANCEL_GRACE_SECONDS", 10)
+        self.SCHEDULER_INTERVAL = env_int("FIRETIME_SCHEDULER_INTERVAL", 1)
+        self.RESYNC_SECONDS = env_int("FIRETIME_RESYNC_SECONDS", 60)
+        self.REAP_SECONDS = env_int("FIRETIME_REAP_SECONDS", 5)
+        self.LIVELOG_TTL = env_int("FIRETIME_LIVELOG_TTL", 3600)
+        self.LOG_MAX_LINES = env_int("FIRETIME_LOG_MAX_LINES", 100_000)
+        self.SESSION_COOKIE_HTTPONLY = True
+        self.SESSION_COOKIE_SAMESITE = "Lax"
+        self.SESSION_COOKIE_SECURE = parse_bool(env("FIRETIME_SECURE_COOKIES"), False)
+        self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+        self.WTF_CSRF_TIME_LIMIT = None  # tokens last the session; a console tab stays open all day
+        # OpenAPI document, generated from the API code by flask-smorest.
+        self.API_TITLE = "Firetime API"
+        self.API_VERSION = "1"
+        self.OPENAPI_VERSION = "3.0.3"
+        self.OPENAPI_URL_PREFIX = "/api"
+        self.OPENAPI_JSON_PATH = "openapi.json"
+
+
+class TestConfig(Config):
+    def __init__(self):
+        super().__init__()
+        self.TESTING = True
+        self.HEARTBEAT_SECONDS = env_int("FIRETIME_HEARTBEAT_SECONDS", 1)
+        self.RUN_DEAD_AFTER = env_int("FIRETIME_RUN_DEAD_AFTER", 4)
+        self.CANCEL_GRACE_SECONDS = env_int("FIRETIME_CANCEL_GRACE_SECONDS", 2)
+        self.REAP_SECONDS = env_int("FIRETIME_REAP_SECONDS", 1)
+
+
+class ProductionConfig(Config):
+    def __init__(self):
+        super().__init__()
+        self.REQUIRE_SECRET_KEY = True
+        self.SESSION_COOKIE_SECURE = parse_bool(env("FIRETIME_SECURE_COOKIES"), True)

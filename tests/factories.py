@@ -1,0 +1,40 @@
+"""Small builders for test data; each commits what it makes."""
+import re
+from itertools import count
+
+from webapp.extensions import db
+from webapp.models import Domain, Job, Role, Scope, User
+
+_n = count(1)
+
+
+def csrf_from(response) -> str:
+    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', response.get_data(as_text=True)) or \
+        re.search(r'name="csrf_token" value="([^"]+)"', response.get_data(as_text=True))
+    assert match, "no CSRF token on the page"
+    return match.group(1)
+
+
+def make_domain(name=None, parent=None) -> Domain:
+    domain = Domain(name=name or f"Domain {next(_n)}", parent=parent)
+    db.session.add(domain)
+    db.session.commit()
+    return domain
+
+
+def make_user(role=Role.SUPERADMIN, *, domain=None, supervised=(), username=None, password="pw") -> User:
+    user = User(username=username or f"{role}-{next(_n)}", role=role, domain=domain, supervised=list(supervised))
+    if role != Role.SYSTEM:
+        user.set_password(password)
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
+def make_job(name=None, *, domain=None, job_type="system.selftest", plan=None, params=None, **extra) -> Job:
+    job = Job(name=name or f"Job {next(_n)}", job_type=job_type, domain=domain,
+              scope=Scope.DOMAIN if domain else Scope.INSTALLATION, plan=plan or {"kind": "disabled"},
+              params=params if params is not None else {"duration": 0, "lines_per_second": 0}, **extra)
+    db.session.add(job)
+    db.session.commit()
+    return job

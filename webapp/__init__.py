@@ -1,0 +1,66 @@
+"""Firetime: create_app reads like a table of contents of the subsystems it binds."""
+import logging
+import os
+
+from flask import Flask
+from sqlalchemy import event
+
+from config import Config
+
+
+def create_app(config_class=Config):
+    app = Flask(__name__, template_folder="../templates", static_folder="../static",
+                instance_path=None)
+    app.config.from_object(config_class())
+    _validate(app)
+    _configure_logging(app)
+
+    from webapp import extensions
+
+    extensions.db.init_app(app)
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        with app.app_context():
+            event.listen(extensions.db.engine, "connect", _sqlite_pragmas)
+    extensions.migrate.init_app(app, extensions.db, directory=os.path.join(app.root_path, "..", "migrations"))
+    extensions.csrf.init_app(app)
+    extensions.htmx.init_app(app)
+    extensions.redis_client.init_app(app)
+
+    from webapp import auth, jobs, main, runs, api, cli
+
+    auth.init_app(app)
+    main.init_app(app)
+    jobs.init_app(app)
+    runs.init_app(app)
+    api.init_app(app)
+    cli.init_app(app)
+    return app
+
+
+def _validate(app):
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(app.config["TIMEZONE"])
+    except (ZoneInfoNotFoundError, ValueError):
+        raise RuntimeError(f"FIRETIME_TIMEZONE={app.config['TIMEZONE']!r} is not a known time zone") from None
+    if app.config.get("REQUIRE_SECRET_KEY") and app.config["SECRET_KEY"] == "dev-only-change-me":
+        raise RuntimeError("Set SECRET_KEY: the development default must not sign production sessions.")
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
+        os.makedirs(os.path.dirname(app.config["SQLALCHEMY_DATABASE_URI"][len("sqlite:///"):]) or ".",
+                    exist_ok=True)
+    os.makedirs(app.config["FILES_DIR"], exist_ok=True)
+
+
+def _configure_logging(app):
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+
+def _sqlite_pragmas(dbapi_connection, connection_record):
+    """SQLite: WAL so readers never block the writer; wait for locks instead of failing."""
+    cursor = dbapi_connection.cursor()
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000", "foreign_keys=ON"):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()

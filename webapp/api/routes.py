@@ -1,0 +1,130 @@
+"""The REST API (token auth, the UI's visibility rules, JSON errors)."""
+from datetime import datetime, timezone
+
+from flask import abort, g, request, send_file
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from sqlalchemy import select
+
+from webapp.api.schemas import (API_STATUS, STATUS_FILTER, ApiErrorSchema, JobSchema, RunQuerySchema,
+                                RunRequestSchema, RunSchema)
+from webapp.auth.permissions import get_job_or_404, get_run_or_404, jobs_query
+from webapp.execution import dispatch
+from webapp.extensions import db
+from webapp.jobs.queries import latest_runs
+from webapp.jobs.routes import _describe_plan
+from webapp.jobtypes import registry
+from webapp.models import ApiToken, Job, Run, RunStatus, Trigger
+from webapp.models.types import utcnow
+from webapp.runs.files import open_run_file
+
+blp = Blueprint("api", __name__, url_prefix="/api", description="Scheduled jobs and their runs.")
+
+
+@blp.before_request
+def authenticate():
+    """Every API call carries `Authorization: Bearer <token>`."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        abort(401, description="Send an API token as 'Authorization: Bearer <token>'.")
+    user = ApiToken.user_for(token.strip())
+    if user is None:
+        abort(401, description="The API token is not valid.")
+    db.session.commit()  # last_used_at
+    g.api_user = user
+
+
+def _job_payload(job, latest):
+    run = latest.get(job.id)
+    return {
+        "id": job.id, "name": job.name, "description": job.description, "job_type": job.job_type,
+        "scope": job.scope, "domain": job.domain.name if job.domain else None, "state": job.state,
+        "system": job.system, "plan": {"kind": job.plan.get("kind"), "description": _describe_plan(job)},
+        "prev_fire_at": job.prev_fire_at, "next_fire_at": job.next_fire_at,
+        "lastRunStatus": API_STATUS[RunStatus(run.status)] if run else None,
+    }
+
+
+@blp.route("/scheduled-jobs")
+class ScheduledJobs(MethodView):
+    @blp.response(200, JobSchema(many=True))
+    @blp.alt_response(401, schema=ApiErrorSchema)
+    def get(self):
+        """The jobs the caller may see."""
+        jobs = db.session.scalars(jobs_query(g.api_user).order_by(Job.name)).all()
+        latest = latest_runs([job.id for job in jobs])
+        return [_job_payload(job, latest) for job in jobs]
+
+
+@blp.route("/scheduled-jobs/<int:job_id>")
+class ScheduledJob(MethodView):
+    @blp.response(200, JobSchema)
+    @blp.alt_response(404, schema=ApiErrorSchema)
+    def get(self, job_id):
+        """One job."""
+        job = get_job_or_404(g.api_user, job_id)
+        return _job_payload(job, latest_runs([job.id]))
+
+
+@blp.route("/scheduled-jobs/<int:job_id>/runs")
+class JobRuns(MethodView):
+    @blp.arguments(RunQuerySchema, location="query", error_status_code=400)
+    @blp.response(200, RunSchema(many=True))
+    @blp.alt_response(400, schema=ApiErrorSchema)
+    @blp.alt_response(404, schema=ApiErrorSchema)
+    def get(self, query, job_id):
+        """Runs of the job created in a time range, newest first."""
+        job = get_job_or_404(g.api_user, job_id)
+        start = query.get("fromDate", datetime(1970, 1, 1, tzinfo=timezone.utc))
+        end = query.get("toDate", utcnow())
+        if start > end:
+            abort(400, description="fromDate is after toDate.")
+        select_runs = select(Run).where(Run.job_id == job.id, Run.created_at >= start, Run.created_at <= end)
+        if "status" in query:
+            select_runs = select_runs.where(Run.status.in_(STATUS_FILTER[query["status"]]))
+        select_runs = select_runs.order_by(Run.id.desc()).limit(query["limit"]).offset(query["offset"])
+        return db.session.scalars(select_runs).all()
+
+    @blp.arguments(RunRequestSchema, error_status_code=400)
+    @blp.response(201, RunSchema)
+    @blp.alt_response(400, schema=ApiErrorSchema)
+    @blp.alt_response(404, schema=ApiErrorSchema)
+    @blp.alt_response(409, schema=ApiErrorSchema)
+    def post(self, body, job_id):
+        """Queue a run of the job; it waits if a run of the job is in progress."""
+        job = get_job_or_404(g.api_user, job_id)
+        try:
+            return dispatch.request_run(job, trigger=Trigger.API, user=g.api_user, args=body.get("args") or "")
+        except registry.InvalidArguments as exc:
+            abort(400, description=str(exc))
+        except dispatch.NotRunnable as exc:
+            abort(409, description=str(exc))
+
+
+@blp.route("/scheduled-jobs/<int:job_id>/runs/<int:run_id>")
+class JobRun(MethodView):
+    @blp.response(200, RunSchema)
+    @blp.alt_response(404, schema=ApiErrorSchema)
+    def get(self, job_id, run_id):
+        """One run."""
+        return get_run_or_404(g.api_user, run_id, job_id=job_id)
+
+
+@blp.route("/scheduled-jobs/<int:job_id>/runs/<int:run_id>/result-file")
+class JobRunFile(MethodView):
+    @blp.response(200, content_type="application/octet-stream",
+                  description="The first file the run produced (for example an export's CSV).")
+    @blp.alt_response(404, schema=ApiErrorSchema)
+    @blp.alt_response(409, schema=ApiErrorSchema)
+    def get(self, job_id, run_id):
+        """The file the run produced."""
+        run = get_run_or_404(g.api_user, run_id, job_id=job_id)
+        if not run.is_final:
+            abort(409, description="The run has not finished; its file is not ready.")
+        if not run.files:
+            abort(404, description="This run produced no file.")
+        handle = open_run_file(run.files[0])
+        if handle is None:
+            abort(404, description="The run's file is no longer on disk (purged by retention).")
+        return send_file(handle, mimetype=run.files[0].content_type, as_attachment=True,
+                         download_name=run.files[0].name)

@@ -1,0 +1,131 @@
+"""RunContext: what job code gets to report through. Every line and progress change goes
+to Redis at once for the live view and is kept in memory for the database at the end."""
+import hashlib
+import logging
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from werkzeug.utils import secure_filename
+
+from webapp.execution import livelog
+from webapp.models.types import utcnow
+
+log = logging.getLogger(__name__)
+LEVELS = ("debug", "info", "warning", "error")
+
+
+class RunCancelled(Exception):
+    """Raised by check_cancelled(): the run was cancelled by a user."""
+
+
+@dataclass
+class OutputFile:
+    name: str
+    path: str  # relative to the files directory
+    size: int
+    sha256: str
+    content_type: str
+
+
+@dataclass
+class RunContext:
+    run_id: int
+    job_id: int
+    conn: object  # redis
+    files_dir: str
+    params: dict = field(default_factory=dict)
+    args: list = field(default_factory=list)
+    run_as: str | None = None
+    max_lines: int = 100_000
+    lines: list = field(default_factory=list)
+    files: list = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+    warning_count: int = 0
+    error_count: int = 0
+    first_error: str = ""
+    percent: int = 0
+    progress_message: str = ""
+    cancel_seen: bool = False
+    _cancel_checked: float = 0.0
+    _dropped: int = 0
+
+    # -- log -------------------------------------------------------------------------
+    def log(self, message, level="info"):
+        if level not in LEVELS:
+            raise ValueError(f"unknown log level {level!r}")
+        message = str(message)
+        if level == "warning":
+            self.warning_count += 1
+        elif level == "error":
+            self.error_count += 1
+            self.first_error = self.first_error or message
+        if len(self.lines) >= self.max_lines:
+            self._dropped += 1  # counts still matter; the text beyond the cap does not fit
+            return
+        at = utcnow()
+        seq = len(self.lines) + 1
+        self.lines.append({"seq": seq, "at": at, "level": level, "message": message})
+        livelog.add_line(self.conn, self.run_id, seq, at, level, message)
+
+    def debug(self, message):
+        self.log(message, "debug")
+
+    def info(self, message):
+        self.log(message, "info")
+
+    def warning(self, message):
+        self.log(message, "warning")
+
+    def error(self, message):
+        """Log an error; the run ends failed (job code may go on to report more)."""
+        self.log(message, "error")
+
+    # -- progress and statistics ---------------------------------------------------------
+    def progress(self, percent, message=""):
+        percent = max(0, min(100, int(percent)))
+        if percent == self.percent and message == self.progress_message:
+            return
+        self.percent, self.progress_message = percent, str(message)
+        livelog.set_progress(self.conn, self.run_id, percent, self.progress_message)
+
+    def stat(self, key, value):
+        self.stats[key] = value
+
+    # -- cancellation ----------------------------------------------------------------------
+    def cancelled(self) -> bool:
+        """True once a user asked to cancel this run. Cheap enough to call in a loop."""
+        if self.cancel_seen:
+            return True
+        now = time.monotonic()
+        if now - self._cancel_checked >= 0.2:
+            self._cancel_checked = now
+            self.cancel_seen = livelog.cancel_requested(self.conn, self.run_id)
+        return self.cancel_seen
+
+    def check_cancelled(self):
+        if self.cancelled():
+            raise RunCancelled("Cancelled on request.")
+
+    # -- output files ---------------------------------------------------------------------
+    @contextmanager
+    def output_file(self, name, content_type="text/csv", mode="w"):
+        """Open a new output file of this run for writing; it is recorded when closed."""
+        safe = secure_filename(name) or "output"
+        relative = os.path.join("runs", str(self.run_id), safe)
+        path = os.path.join(self.files_dir, relative)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        kwargs = {"newline": "", "encoding": "utf-8"} if "b" not in mode else {}
+        with open(path, mode, **kwargs) as handle:
+            yield handle
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        self.files.append(OutputFile(safe, relative, os.path.getsize(path), digest.hexdigest(), content_type))
+        self.info(f"Wrote output file {safe} ({os.path.getsize(path)} bytes).")
+
+    @property
+    def dropped_lines(self) -> int:
+        return self._dropped

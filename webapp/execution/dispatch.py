@@ -1,0 +1,180 @@
+"""From an occurrence or a request to a Run row and an RQ job, under the overlap rule:
+a job never has two runs in progress; a run asked for by hand waits behind the active one;
+a planned fire that finds one active is recorded as skipped."""
+import logging
+from datetime import datetime, timedelta
+
+from flask import current_app
+from rq import Callback, Queue
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from webapp.extensions import db, redis_client
+from webapp.jobtypes import registry
+from webapp.models import Job, JobState, Run, RunStatus, Trigger
+from webapp.models.audit import record
+from webapp.models.types import utcnow
+
+log = logging.getLogger(__name__)
+RUNNER = "webapp.execution.runner.execute"
+
+
+class NotRunnable(Exception):
+    """The job cannot be run now (removed, archived, deleted): a conflict, not bad input."""
+
+
+def request_run(job: Job, *, trigger=Trigger.HAND, user=None, args: str = "") -> Run:
+    """Queue a run asked for by a person, the API or the CLI; it waits behind an active run."""
+    if not job.is_live or job.state != JobState.ACTIVE:
+        state = "deleted" if not job.is_live else job.state
+        raise NotRunnable(f"Job {job.name!r} is {state}; restore it before running it.")
+    registry.get(job.job_type).params_for_run(job.params, args)  # refuse bad arguments now
+    Job.lock(job.id)
+    ahead = db.session.scalar(Run.active_for(job.id).limit(1))
+    run = Run(job_id=job.id, trigger=trigger, requested_by_id=getattr(user, "id", None), args=args or "")
+    if ahead is None:
+        run.enqueued_at = utcnow()
+    db.session.add(run)
+    db.session.flush()
+    record("run_now", "job", job, actor=user, after={"run_id": run.id, "args": run.args, "trigger": trigger})
+    db.session.commit()
+    log.info("run requested run=%s job=%s trigger=%s waiting=%s", run.id, job.id, trigger, ahead is not None)
+    if run.enqueued_at:
+        enqueue(run)
+    return run
+
+
+def fire_occurrence(job_id: int, fire_at_iso: str):
+    """Fire one planned occurrence, at most once whatever the number of schedulers."""
+    fire_at = datetime.fromisoformat(fire_at_iso)
+    Job.lock(job_id)
+    job = db.session.get(Job, job_id, populate_existing=True)
+    if job is None or not job.schedulable or job.next_fire_at != fire_at:
+        db.session.rollback()  # stale: the plan changed or another scheduler fired it
+        return None
+    now = utcnow()
+    ahead = db.session.scalar(Run.active_for(job.id).limit(1))
+    run = Run(job_id=job.id, trigger=Trigger.PLAN, occurrence_at=fire_at)
+    if ahead is None:
+        run.enqueued_at = now
+    else:
+        run.status, run.finished_at = RunStatus.SKIPPED, now
+        run.message = f"Skipped: run #{ahead.id} of this job was still {ahead.status_label.lower()}."
+    from webapp.scheduling.sync import next_fire, place
+
+    job.prev_fire_at = fire_at
+    job.next_fire_at = next_fire(job, after=max(fire_at, now))
+    db.session.add(run)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        return None
+    log.info("occurrence fired job=%s at=%s run=%s status=%s", job.id, fire_at_iso, run.id, run.status)
+    place(job)
+    if run.enqueued_at and run.status == RunStatus.QUEUED:
+        enqueue(run)
+    return run
+
+
+def skip_next_occurrence(job: Job, user=None) -> Run | None:
+    """Cancel the job's next planned occurrence only; its plan moves to the one after."""
+    from webapp.scheduling.sync import next_fire, place
+
+    Job.lock(job.id)
+    db.session.refresh(job)
+    if not job.schedulable or job.next_fire_at is None:
+        db.session.rollback()
+        return None
+    occurrence = job.next_fire_at
+    run = Run(job_id=job.id, trigger=Trigger.PLAN, occurrence_at=occurrence, status=RunStatus.CANCELLED,
+              requested_by_id=getattr(user, "id", None), finished_at=utcnow(),
+              message=f"Planned occurrence cancelled by {getattr(user, 'username', 'system')}.")
+    job.next_fire_at = next_fire(job, after=occurrence)
+    db.session.add(run)
+    record("cancel", "job", job, actor=user, before={"next_fire_at": occurrence.isoformat()},
+           after={"next_fire_at": job.next_fire_at.isoformat() if job.next_fire_at else None})
+    db.session.commit()
+    place(job)
+    return run
+
+
+def release_next(job_id: int):
+    """Hand the oldest waiting run of the job to RQ, if nothing of the job is active there."""
+    Job.lock(job_id)
+    busy = db.session.scalar(
+        select(Run.id).where(
+            Run.job_id == job_id,
+            (Run.status == RunStatus.IN_PROGRESS)
+            | ((Run.status == RunStatus.QUEUED) & Run.enqueued_at.isnot(None)),
+        ).limit(1)
+    )
+    waiting = None
+    if busy is None:
+        waiting = db.session.scalar(
+            select(Run).where(Run.job_id == job_id, Run.status == RunStatus.QUEUED, Run.enqueued_at.is_(None))
+            .order_by(Run.id).limit(1)
+        )
+    if waiting is None:
+        db.session.commit()
+        return None
+    waiting.enqueued_at = utcnow()
+    db.session.commit()
+    enqueue(waiting)
+    return waiting
+
+
+def enqueue(run: Run):
+    """Put the run on its job type's RQ queue (idempotent: the RQ job id is the run's)."""
+    job_type = registry.get(run.job.job_type)
+    queue = Queue(job_type.queue, connection=redis_client.conn)
+    queue.enqueue(
+        RUNNER,
+        run.id,
+        job_id=run.rq_job_id,
+        job_timeout=job_type.timeout,
+        result_ttl=600,
+        failure_ttl=7 * 86400,
+        description=f"{run.job.name} (run {run.id})",
+        on_stopped=Callback("webapp.execution.runner.on_stopped"),
+    )
+
+
+def cancel_run(run: Run, user=None) -> str:
+    """Cancel a waiting run at once; ask a running one to stop (killed after a grace period)."""
+    from webapp.execution.runner import finish_run
+
+    if run.status == RunStatus.QUEUED:
+        if finish_run(run.id, RunStatus.CANCELLED, f"Cancelled by {getattr(user, 'username', 'system')} "
+                                                   "before it started."):
+            _remove_from_rq(run)
+            record("cancel", "run", run, actor=user, object_name=run.job.name, domain_id=run.job.domain_id)
+            db.session.commit()
+            return "cancelled"
+        db.session.refresh(run)
+    if run.status == RunStatus.IN_PROGRESS:
+        from webapp.execution import livelog
+
+        db.session.execute(update(Run).where(Run.id == run.id, Run.cancel_requested_at.is_(None))
+                           .values(cancel_requested_at=utcnow(), cancel_requested_by_id=getattr(user, "id", None)))
+        record("cancel", "run", run, actor=user, object_name=run.job.name, domain_id=run.job.domain_id)
+        db.session.commit()
+        livelog.request_cancel(redis_client.conn, run.id)
+        return "stopping"
+    return "finished"
+
+
+def _remove_from_rq(run: Run):
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job as RQJob
+
+    try:
+        RQJob.fetch(run.rq_job_id, connection=redis_client.conn).cancel()
+    except NoSuchJobError:
+        pass
+
+
+def grace_expired(run: Run, now=None) -> bool:
+    now = now or utcnow()
+    grace = timedelta(seconds=current_app.config["CANCEL_GRACE_SECONDS"])
+    return run.cancel_requested_at is not None and now - run.cancel_requested_at >= grace

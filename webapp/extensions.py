@@ -1,0 +1,44 @@
+"""Extensions, created unbound and bound to the app in create_app with init_app."""
+import redis as redis_lib
+from flask import current_app
+from flask_login import LoginManager
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+from flask_wtf.csrf import CSRFProtect
+from htmx_flask import Htmx
+from sqlalchemy import MetaData
+from sqlalchemy.orm import DeclarativeBase
+
+# Named constraints so that Alembic can alter them on SQLite and PostgreSQL alike.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class RedisClient:
+    """One redis-py client per app; connecting happens on first use, never at import."""
+
+    def init_app(self, app):
+        app.extensions["redis"] = redis_lib.Redis.from_url(
+            app.config["REDIS_URL"], health_check_interval=30, socket_connect_timeout=5
+        )
+
+    @property
+    def conn(self) -> redis_lib.Redis:
+        return current_app.extensions["redis"]
+
+
+db = SQLAlchemy(model_class=Base)
+migrate = Migrate(render_as_batch=True, compare_type=True)  # batch: SQLite can ALTER too
+login_manager = LoginManager()
+csrf = CSRFProtect()
+htmx = Htmx()
+redis_client = RedisClient()

@@ -1,0 +1,44 @@
+"""Read models for the job pages: the list with each job's latest run, a job's runs."""
+from sqlalchemy import func, or_, select
+
+from webapp.auth.permissions import jobs_query, runs_query
+from webapp.extensions import db
+from webapp.models import Domain, Job, Run, RunStatus
+
+
+def latest_runs(job_ids) -> dict[int, Run]:
+    """The latest run that did something (skips excluded) of each job."""
+    if not job_ids:
+        return {}
+    latest = (select(func.max(Run.id)).where(Run.job_id.in_(job_ids), Run.status != RunStatus.SKIPPED)
+              .group_by(Run.job_id))
+    return {run.job_id: run for run in db.session.scalars(select(Run).where(Run.id.in_(latest)))}
+
+
+def job_list_query(user, find: str = ""):
+    query = jobs_query(user).outerjoin(Job.domain)
+    if find:
+        like = f"%{find.strip()}%"
+        query = query.where(or_(Job.name.ilike(like), Job.description.ilike(like), Domain.name.ilike(like),
+                                Job.job_type.ilike(like)))
+    return query
+
+
+JOB_SORTS = {
+    "name": Job.name,
+    "type": Job.job_type,
+    "scope": Job.scope,
+    "domain": Domain.name,
+    "previous": Job.prev_fire_at,
+    "next": Job.next_fire_at,
+}
+
+
+def job_runs_query(user, job_id, status: str = ""):
+    query = runs_query(user).where(Run.job_id == job_id)
+    if status in {s.value for s in RunStatus}:
+        query = query.where(Run.status == status)
+    return query
+
+
+RUN_SORTS = {"id": Run.id, "created": Run.created_at, "status": Run.status, "started": Run.started_at}

@@ -1,0 +1,126 @@
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+
+from webapp.auth.permissions import get_job_or_404, jobs_query
+from webapp.execution import dispatch
+from webapp.extensions import db
+from webapp.jobs import queries
+from webapp.jobs.forms import ConfirmForm, RunNowForm
+from webapp.jobtypes import registry
+from webapp.models import Job, Trigger
+from webapp.pagination import paginate
+from webapp.scheduling import sync
+from webapp.scheduling.plans import PlanError, upcoming
+
+bp = Blueprint("jobs", __name__, url_prefix="/jobs")
+
+
+@bp.before_request
+@login_required
+def _signed_in():
+    """Every jobs page needs a signed-in user."""
+
+
+@bp.route("/")
+def list():
+    """The jobs the user may see, with their latest status and fire times."""
+    find = request.args.get("q", "").strip()
+    page = paginate(queries.job_list_query(current_user, find), queries.JOB_SORTS, "name", tiebreak=Job.id)
+    latest = queries.latest_runs([job.id for job in page.items])
+    context = dict(page=page, latest=latest, find=find, form=ConfirmForm(), describe=_describe_plan)
+    if request.htmx and request.htmx.target == "jobs-table":
+        return render_template("jobs/_table.html", **context)
+    return render_template("jobs/list.html", **context)
+
+
+@bp.route("/<int:job_id>")
+def detail(job_id):
+    """One job: its settings, its plan with the next fire times, and its runs."""
+    job = get_job_or_404(current_user, job_id)
+    status = request.args.get("status", "")
+    runs = paginate(queries.job_runs_query(current_user, job.id, status), queries.RUN_SORTS, "id", "desc",
+                    tiebreak=None)
+    context = dict(job=job, runs=runs, status=status, form=RunNowForm(), confirm=ConfirmForm(),
+                   job_type=_job_type(job), upcoming=_upcoming(job), describe=_describe_plan)
+    if request.htmx and request.htmx.target == "runs-table":
+        return render_template("jobs/_runs.html", **context)
+    return render_template("jobs/detail.html", **context)
+
+
+@bp.route("/<int:job_id>/run", methods=["POST"])
+def run_now(job_id):
+    """Queue a run of the job now (it waits if one is already running) and show it."""
+    job = get_job_or_404(current_user, job_id)
+    form = RunNowForm()
+    if not form.validate_on_submit():
+        abort(400, description="The form expired; reload the page and try again.")
+    try:
+        run = dispatch.request_run(job, trigger=Trigger.HAND, user=current_user, args=form.args.data or "")
+    except registry.InvalidArguments as exc:
+        flash(f"Not started: {exc}", "error")
+        return redirect(url_for("jobs.detail", job_id=job.id))
+    except dispatch.NotRunnable as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("jobs.detail", job_id=job.id))
+    flash(f"Run #{run.id} of {job.name} is queued.", "success")
+    return redirect(url_for("runs.detail", run_id=run.id))
+
+
+@bp.route("/run", methods=["POST"])
+def run_selected():
+    """Run now every job ticked on the list."""
+    form = ConfirmForm()
+    if not form.validate_on_submit():
+        abort(400, description="The form expired; reload the page and try again.")
+    ids = [int(i) for i in request.form.getlist("job_id") if i.isdigit()]
+    jobs = db.session.scalars(jobs_query(current_user).where(Job.id.in_(ids))).all() if ids else []
+    started, refused = [], []
+    for job in jobs:
+        try:
+            started.append(dispatch.request_run(job, trigger=Trigger.HAND, user=current_user).id)
+        except (dispatch.NotRunnable, registry.InvalidArguments) as exc:
+            refused.append(f"{job.name}: {exc}")
+    if not jobs:
+        flash("Tick at least one job to run.", "error")
+    if started:
+        flash(f"Queued {len(started)} run(s): " + ", ".join(f"#{i}" for i in started) + ".", "success")
+    for message in refused:
+        flash(message, "error")
+    return redirect(request.referrer if request.referrer and request.referrer.startswith(request.host_url)
+                    else url_for("jobs.list"))
+
+
+@bp.route("/<int:job_id>/skip-next", methods=["POST"])
+def skip_next(job_id):
+    """Cancel only the next planned occurrence of the job."""
+    job = get_job_or_404(current_user, job_id)
+    if not ConfirmForm().validate_on_submit():
+        abort(400, description="The form expired; reload the page and try again.")
+    run = dispatch.skip_next_occurrence(job, current_user)
+    flash("The next occurrence is cancelled." if run else "The job has no planned occurrence.",
+          "success" if run else "error")
+    return redirect(url_for("jobs.detail", job_id=job.id))
+
+
+def _job_type(job):
+    try:
+        return registry.get(job.job_type)
+    except registry.UnknownJobType:
+        return None
+
+
+def _describe_plan(job):
+    try:
+        return sync.job_plan(job).describe()
+    except (PlanError, registry.UnknownJobType):
+        return "invalid plan"
+
+
+def _upcoming(job):
+    """The next five fire times, starting with the one rq-scheduler holds."""
+    if not job.schedulable or job.next_fire_at is None:
+        return []
+    try:
+        return [job.next_fire_at] + upcoming(sync.job_plan(job), job.next_fire_at, sync.timezone(), 4)
+    except (PlanError, registry.UnknownJobType):
+        return [job.next_fire_at]

@@ -1,0 +1,111 @@
+"""Job types by key. The database stores the key, never a dotted path from user input."""
+import shlex
+from dataclasses import dataclass, field
+from typing import Callable
+
+from marshmallow import Schema, ValidationError
+
+DEFAULT_QUEUE = "default"
+
+
+class UnknownJobType(KeyError):
+    pass
+
+
+class InvalidArguments(ValueError):
+    """Run arguments or parameters that the job type refuses; errors maps field -> message."""
+
+    def __init__(self, errors: dict):
+        self.errors = errors
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+
+
+class NoParams(Schema):
+    pass
+
+
+@dataclass(frozen=True)
+class SystemJob:
+    """A job that a job type declares in code: one per installation, created at start."""
+
+    name: str
+    description: str
+
+
+@dataclass(frozen=True)
+class JobType:
+    key: str
+    label: str
+    run: Callable  # run(ctx, **params)
+    params: type[Schema] = NoParams
+    user_creatable: bool = False
+    automatic_plan: dict | None = None
+    queue: str = DEFAULT_QUEUE
+    timeout: int = 6 * 3600  # seconds a run may take before RQ stops it
+    system_job: SystemJob | None = None
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def load_params(self, data: dict) -> dict:
+        """Validated parameters with defaults filled in; raises InvalidArguments."""
+        try:
+            return self.params().load(data or {})
+        except ValidationError as exc:
+            raise InvalidArguments({k: " ".join(v) if isinstance(v, list) else str(v)
+                                    for k, v in exc.messages.items()}) from None
+
+    def params_for_run(self, stored: dict, args: str) -> dict:
+        """The job's stored parameters overridden by `key=value` run arguments."""
+        overrides = parse_args(args)
+        unknown = set(overrides) - set(self.params().fields)
+        if unknown:
+            raise InvalidArguments({"args": f"Unknown argument(s): {', '.join(sorted(unknown))}. "
+                                            f"Known: {', '.join(self.params().fields) or 'none'}."})
+        return self.load_params({**(stored or {}), **overrides})
+
+
+def parse_args(args: str) -> dict:
+    """'duration=5 fail_at_end=yes' -> {'duration': '5', 'fail_at_end': 'yes'}."""
+    try:
+        tokens = shlex.split(args or "")
+    except ValueError as exc:
+        raise InvalidArguments({"args": f"Cannot read the arguments: {exc}."}) from None
+    result = {}
+    for token in tokens:
+        key, sep, value = token.partition("=")
+        if not sep or not key:
+            raise InvalidArguments({"args": f"Arguments are key=value pairs; got {token!r}."})
+        result[key] = value
+    return result
+
+
+_REGISTRY: dict[str, JobType] = {}
+
+
+def register(job_type: JobType) -> JobType:
+    _REGISTRY[job_type.key] = job_type
+    return job_type
+
+
+def get(key: str) -> JobType:
+    load_builtin()
+    try:
+        return _REGISTRY[key]
+    except KeyError:
+        raise UnknownJobType(key) from None
+
+
+def all_types() -> list[JobType]:
+    load_builtin()
+    return sorted(_REGISTRY.values(), key=lambda jt: jt.key)
+
+
+def queue_names() -> list[str]:
+    """Every queue some job type runs on, the default first."""
+    names = {jt.queue for jt in all_types()}
+    return [DEFAULT_QUEUE] + sorted(names - {DEFAULT_QUEUE})
+
+
+def load_builtin():
+    # Imported here, not at module import, so that importing the registry has no side effects.
+    from webapp.jobtypes import system  # noqa: F401

@@ -1,0 +1,44 @@
+from flask import Blueprint, jsonify, redirect, render_template, request, url_for
+from werkzeug.exceptions import HTTPException
+
+from webapp.main import health
+
+bp = Blueprint("main", __name__)
+
+
+@bp.route("/")
+def index():
+    """The console starts at the jobs list."""
+    return redirect(url_for("jobs.list"))
+
+
+@bp.route("/healthz")
+def healthz():
+    """JSON: database, Redis, workers and scheduler; 503 when the database or Redis is down."""
+    report, healthy = health.check()
+    report["status"] = "ok" if healthy else "unavailable"
+    return jsonify(report), 200 if healthy else 503
+
+
+def register_error_handlers(app):
+    @app.errorhandler(HTTPException)
+    def http_error(exc):
+        if request.path.startswith("/api"):
+            body = {"code": exc.code, "status": exc.name, "message": exc.description}
+            messages = (getattr(exc, "data", None) or {}).get("messages")  # webargs validation
+            if messages:
+                body["errors"] = messages
+                body["message"] = "Invalid input: " + _flatten(messages)
+            headers = {"WWW-Authenticate": "Bearer"} if exc.code == 401 else {}
+            return jsonify(body), exc.code, headers
+        return render_template("errors/error.html", error=exc), exc.code
+
+
+def _flatten(messages) -> str:
+    """{'query': {'fromDate': ['bad']}} -> "fromDate: bad" """
+    parts = []
+    for location in messages.values():
+        for field, problems in (location.items() if isinstance(location, dict) else [("", location)]):
+            text = " ".join(problems) if isinstance(problems, list) else str(problems)
+            parts.append(f"{field}: {text}" if field else text)
+    return "; ".join(parts)

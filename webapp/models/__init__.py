@@ -1,0 +1,6 @@
+"""All models, imported here so that Alembic and the app see the whole schema."""
+from webapp.models.accounts import ApiToken, Domain, Role, User  # noqa: F401
+from webapp.models.audit import AuditEvent  # noqa: F401
+from webapp.models.jobs import Job, JobState, Scope  # noqa: F401
+from webapp.models.runs import Run, RunFile, RunLogLine, RunStatus, Trigger  # noqa: F401
+from webapp.models.settings import Setting  # noqa: F401

@@ -1,0 +1,127 @@
+import hashlib
+import secrets
+from enum import StrEnum
+
+from flask_login import UserMixin
+from sqlalchemy import Column, ForeignKey, String, Table, select
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from webapp.extensions import db
+from webapp.models.types import UTCDateTime, utcnow
+
+
+class Role(StrEnum):
+    SUPERADMIN = "superadmin"
+    SYSADMIN = "sysadmin"
+    DOMAIN_ADMIN = "domain_admin"
+    SYSTEM = "system"  # an account jobs run as, and the API uses; never signs in to the UI
+
+
+ROLE_LABELS = {
+    Role.SUPERADMIN: "Superadmin",
+    Role.SYSADMIN: "System administrator",
+    Role.DOMAIN_ADMIN: "Domain administrator",
+    Role.SYSTEM: "System account",
+}
+
+supervision = Table(
+    "supervision",
+    db.metadata,
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("domain_id", ForeignKey("domains.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class Domain(db.Model):
+    __tablename__ = "domains"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("domains.id"))
+    parent: Mapped["Domain | None"] = relationship(remote_side=[id], back_populates="children")
+    children: Mapped[list["Domain"]] = relationship(back_populates="parent")
+
+    @staticmethod
+    def subtree_ids(root_ids) -> set[int]:
+        """The given domains and every domain nested below them."""
+        parents = dict(db.session.execute(select(Domain.id, Domain.parent_id)).all())
+        wanted = set(root_ids)
+        changed = True
+        while changed:
+            changed = False
+            for child, parent in parents.items():
+                if parent in wanted and child not in wanted:
+                    wanted.add(child)
+                    changed = True
+        return wanted
+
+    def __repr__(self):
+        return f"<Domain {self.name}>"
+
+
+class User(UserMixin, db.Model):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(80), unique=True)
+    email: Mapped[str | None] = mapped_column(String(254))
+    password_hash: Mapped[str | None] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(20))
+    domain_id: Mapped[int | None] = mapped_column(ForeignKey("domains.id"))
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[object] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[object | None] = mapped_column(UTCDateTime)
+
+    domain: Mapped[Domain | None] = relationship()
+    supervised: Mapped[list[Domain]] = relationship(secondary=supervision)
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        return bool(self.password_hash) and check_password_hash(self.password_hash, password)
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login: inactive users cannot sign in
+        return self.active
+
+    @property
+    def can_sign_in(self) -> bool:
+        return self.active and self.role != Role.SYSTEM
+
+    @property
+    def role_label(self) -> str:
+        return ROLE_LABELS.get(Role(self.role), self.role)
+
+    def __repr__(self):
+        return f"<User {self.username}>"
+
+
+def hash_token(token: str) -> str:
+    # Tokens are 256 random bits, so a plain SHA-256 is enough; a slow hash buys nothing here.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class ApiToken(db.Model):
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[object] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[object | None] = mapped_column(UTCDateTime)
+    user: Mapped[User] = relationship()
+
+    @classmethod
+    def issue(cls, user: User) -> tuple["ApiToken", str]:
+        """A new token for the user; the plain token is returned once and never stored."""
+        plain = "ft_" + secrets.token_urlsafe(32)
+        token = cls(user=user, token_hash=hash_token(plain))
+        db.session.add(token)
+        return token, plain
+
+    @classmethod
+    def user_for(cls, plain: str) -> User | None:
+        token = db.session.scalar(select(cls).where(cls.token_hash == hash_token(plain)))
+        if token is None or not token.user.active:
+            return None
+        token.last_used_at = utcnow()
+        return token.user

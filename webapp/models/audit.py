@@ -1,0 +1,51 @@
+from sqlalchemy import JSON, ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from webapp.extensions import db
+from webapp.models.types import UTCDateTime, utcnow
+
+
+class AuditEvent(db.Model):
+    """Append-only: the application never edits or deletes an audit record."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_object", "object_type", "object_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[object] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    actor_name: Mapped[str] = mapped_column(String(80))  # kept even if the user goes
+    run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("runs.id", ondelete="SET NULL")
+    )
+    action: Mapped[str] = mapped_column(String(40))
+    object_type: Mapped[str] = mapped_column(String(40))
+    object_id: Mapped[int | None]
+    object_name: Mapped[str] = mapped_column(String(200), default="")
+    domain_id: Mapped[int | None] = mapped_column(ForeignKey("domains.id"))
+    before: Mapped[dict | None] = mapped_column(JSON)
+    after: Mapped[dict | None] = mapped_column(JSON)
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
+def record(action, obj_type, obj=None, *, actor=None, run=None, before=None, after=None, message="",
+           domain_id=None, object_name=None):
+    """Add an audit event to the session (committed with the change it describes)."""
+    from flask_login import current_user
+
+    if actor is None and current_user and getattr(current_user, "is_authenticated", False):
+        actor = current_user
+    event = AuditEvent(
+        actor_id=getattr(actor, "id", None),
+        actor_name=getattr(actor, "username", None) or "system",
+        run_id=getattr(run, "id", None),
+        action=action,
+        object_type=obj_type,
+        object_id=getattr(obj, "id", None),
+        object_name=object_name if object_name is not None else (getattr(obj, "name", "") or ""),
+        domain_id=domain_id if domain_id is not None else getattr(obj, "domain_id", None),
+        before=before,
+        after=after,
+        message=message,
+    )
+    db.session.add(event)
+    return event

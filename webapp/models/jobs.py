@@ -1,0 +1,82 @@
+from enum import StrEnum
+
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, select, text, update
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from webapp.extensions import db
+from webapp.models.accounts import Domain, User
+from webapp.models.types import UTCDateTime, utcnow
+
+
+class JobState(StrEnum):
+    ACTIVE = "active"
+    REMOVED = "removed"  # off its plan, still listed, can be restored
+    ARCHIVED = "archived"
+
+
+class Scope(StrEnum):
+    DOMAIN = "domain"
+    INSTALLATION = "installation"
+
+
+class Job(db.Model):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        # Names are unique among live jobs; a deleted job frees its name.
+        Index(
+            "uq_jobs_live_name",
+            "name",
+            unique=True,
+            sqlite_where=text("deleted_at IS NULL"),
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    description: Mapped[str] = mapped_column(Text, default="")
+    job_type: Mapped[str] = mapped_column(String(80))
+    scope: Mapped[str] = mapped_column(String(20), default=Scope.DOMAIN)
+    domain_id: Mapped[int | None] = mapped_column(ForeignKey("domains.id"), index=True)
+    params: Mapped[dict] = mapped_column(JSON, default=dict)
+    plan: Mapped[dict] = mapped_column(JSON, default=lambda: {"kind": "disabled"})
+    state: Mapped[str] = mapped_column(String(20), default=JobState.ACTIVE)
+    system: Mapped[bool] = mapped_column(default=False)  # declared by a job type in code
+    report_enabled: Mapped[bool] = mapped_column(default=False)
+    report_recipients: Mapped[str] = mapped_column(Text, default="")
+    run_as_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[object] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[object] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    deleted_at: Mapped[object | None] = mapped_column(UTCDateTime)
+    prev_fire_at: Mapped[object | None] = mapped_column(UTCDateTime)
+    next_fire_at: Mapped[object | None] = mapped_column(UTCDateTime)
+    # Bumped by every dispatch: the UPDATE takes the job's row lock (PostgreSQL) or the
+    # write lock (SQLite) first, so dispatches of one job never interleave.
+    dispatch_seq: Mapped[int] = mapped_column(default=0)
+
+    domain: Mapped[Domain | None] = relationship()
+    run_as: Mapped[User | None] = relationship(foreign_keys=[run_as_id])
+    created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
+
+    @property
+    def is_live(self) -> bool:
+        return self.deleted_at is None
+
+    @property
+    def schedulable(self) -> bool:
+        return self.deleted_at is None and self.state == JobState.ACTIVE
+
+    @classmethod
+    def live(cls):
+        return select(cls).where(cls.deleted_at.is_(None))
+
+    @classmethod
+    def lock(cls, job_id: int) -> None:
+        """Serialise work on one job until the surrounding transaction commits."""
+        db.session.execute(
+            update(cls).where(cls.id == job_id).values(dispatch_seq=cls.dispatch_seq + 1)
+        )
+
+    def __repr__(self):
+        return f"<Job {self.id} {self.name}>"

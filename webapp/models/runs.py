@@ -1,0 +1,132 @@
+from enum import StrEnum
+
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, select
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from webapp.extensions import db
+from webapp.models.accounts import User
+from webapp.models.jobs import Job
+from webapp.models.types import UTCDateTime, utcnow
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    SUCCEEDED = "succeeded"
+    WARNINGS = "succeeded_with_warnings"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+
+ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.IN_PROGRESS)
+FINAL_STATUSES = (
+    RunStatus.SUCCEEDED, RunStatus.WARNINGS, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.SKIPPED
+)
+STATUS_LABELS = {
+    RunStatus.QUEUED: "Queued",
+    RunStatus.IN_PROGRESS: "In progress",
+    RunStatus.SUCCEEDED: "Succeeded",
+    RunStatus.WARNINGS: "Succeeded with warnings",
+    RunStatus.FAILED: "Failed",
+    RunStatus.CANCELLED: "Cancelled",
+    RunStatus.SKIPPED: "Skipped",
+}
+
+
+class Trigger(StrEnum):
+    PLAN = "plan"
+    HAND = "hand"
+    API = "api"
+    CLI = "cli"
+    RETRY = "retry"
+    CHAIN = "chain"
+
+
+class Run(db.Model):
+    __tablename__ = "runs"
+    __table_args__ = (
+        # Claiming an occurrence = inserting its run; the second claim of one fire time fails.
+        UniqueConstraint("job_id", "occurrence_at", name="uq_runs_job_occurrence"),
+        Index("ix_runs_job_status", "job_id", "status"),
+        Index("ix_runs_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    trigger: Mapped[str] = mapped_column(String(20))
+    requested_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    args: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(30), default=RunStatus.QUEUED)
+    occurrence_at: Mapped[object | None] = mapped_column(UTCDateTime)  # the planned fire time
+    created_at: Mapped[object] = mapped_column(UTCDateTime, default=utcnow)
+    enqueued_at: Mapped[object | None] = mapped_column(UTCDateTime)  # handed to RQ
+    started_at: Mapped[object | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[object | None] = mapped_column(UTCDateTime)
+    progress: Mapped[int] = mapped_column(default=0)
+    progress_message: Mapped[str] = mapped_column(Text, default="")
+    warning_count: Mapped[int] = mapped_column(default=0)
+    error_count: Mapped[int] = mapped_column(default=0)
+    line_count: Mapped[int] = mapped_column(default=0)
+    message: Mapped[str] = mapped_column(Text, default="")  # skip reason, first error, cancel note
+    worker_name: Mapped[str | None] = mapped_column(String(200))
+    stats: Mapped[dict] = mapped_column(JSON, default=dict)
+    cancel_requested_at: Mapped[object | None] = mapped_column(UTCDateTime)
+    cancel_requested_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+
+    job: Mapped[Job] = relationship()
+    requested_by: Mapped[User | None] = relationship(foreign_keys=[requested_by_id])
+    files: Mapped[list["RunFile"]] = relationship(back_populates="run", order_by="RunFile.id")
+
+    @property
+    def rq_job_id(self) -> str:
+        return f"firetime-run-{self.id}"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    @property
+    def status_label(self) -> str:
+        return STATUS_LABELS[RunStatus(self.status)]
+
+    @property
+    def duration(self):
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+    @classmethod
+    def active_for(cls, job_id: int):
+        return select(cls).where(cls.job_id == job_id, cls.status.in_(ACTIVE_STATUSES))
+
+    def __repr__(self):
+        return f"<Run {self.id} job={self.job_id} {self.status}>"
+
+
+class RunLogLine(db.Model):
+    __tablename__ = "run_log_lines"
+    __table_args__ = (Index("ix_run_log_lines_run_seq", "run_id", "seq"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    seq: Mapped[int]
+    at: Mapped[object] = mapped_column(UTCDateTime)
+    level: Mapped[str] = mapped_column(String(10))
+    message: Mapped[str] = mapped_column(Text)
+
+
+class RunFile(db.Model):
+    __tablename__ = "run_files"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Files outlive their runs' history (the export archive), so no cascade from runs.
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), index=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(String(500))  # relative to FILES_DIR
+    size: Mapped[int] = mapped_column(default=0)
+    sha256: Mapped[str] = mapped_column(String(64), default="")
+    content_type: Mapped[str] = mapped_column(String(100), default="application/octet-stream")
+    created_at: Mapped[object] = mapped_column(UTCDateTime, default=utcnow)
+
+    run: Mapped[Run | None] = relationship(back_populates="files")
+    job: Mapped[Job] = relationship()

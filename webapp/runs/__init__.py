@@ -1,0 +1,4 @@
+def init_app(app):
+    from webapp.runs.routes import bp
+
+    app.register_blueprint(bp)

@@ -1,0 +1,116 @@
+"""The database holds each job's plan and next fire time; rq-scheduler holds that next
+occurrence as a one-shot entry. This module keeps the two in step, and rebuilds Redis
+from the database (on start, every minute, and after Redis was emptied)."""
+import logging
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from flask import current_app
+from rq_scheduler import Scheduler
+from sqlalchemy import select
+
+from webapp.extensions import db, redis_client
+from webapp.jobtypes import registry
+from webapp.models import Job
+from webapp.models.types import utcnow
+from webapp.scheduling.plans import Plan, parse_plan
+
+log = logging.getLogger(__name__)
+OCCURRENCE_PREFIX = "firetime-occ-"
+OCCURRENCE_QUEUE = "firetime-occurrences"  # never worked by a worker: the scheduler fires inline
+FIRE = "webapp.execution.dispatch.fire_occurrence"
+
+
+def timezone() -> ZoneInfo:
+    return ZoneInfo(current_app.config["TIMEZONE"])
+
+
+def job_plan(job: Job) -> Plan:
+    return parse_plan(job.plan, automatic=registry.get(job.job_type).automatic_plan)
+
+
+def next_fire(job: Job, after: datetime) -> datetime | None:
+    if not job.schedulable:
+        return None
+    return job_plan(job).next_after(after, timezone())
+
+
+def first_fire(job: Job, now: datetime | None = None) -> datetime | None:
+    """The first fire time of a newly saved or restored plan (interval plans fire at once)."""
+    now = (now or utcnow()).replace(microsecond=0)
+    return next_fire(job, after=now - timedelta(seconds=1))
+
+
+def scheduler(conn=None, cls=Scheduler, **kwargs) -> Scheduler:
+    return cls(queue_name=OCCURRENCE_QUEUE, connection=conn or redis_client.conn, **kwargs)
+
+
+def occurrence_id(job_id: int) -> str:
+    return f"{OCCURRENCE_PREFIX}{job_id}"
+
+
+def place(job: Job, conn=None):
+    """Make rq-scheduler hold exactly the job's next occurrence (or nothing)."""
+    sched = scheduler(conn)
+    if job.schedulable and job.next_fire_at is not None:
+        sched.enqueue_at(job.next_fire_at, FIRE, job.id, job.next_fire_at.isoformat(),
+                         job_id=occurrence_id(job.id), queue_name=OCCURRENCE_QUEUE,
+                         job_description=f"next occurrence of {job.name}")
+    else:
+        sched.cancel(occurrence_id(job.id))
+
+
+def resync(now: datetime | None = None) -> dict:
+    """Rebuild rq-scheduler's entries from the database; idempotent."""
+    now = now or utcnow()
+    conn = redis_client.conn
+    expected = set()
+    placed = 0
+    for job in db.session.scalars(Job.live()):
+        if job.schedulable and job.next_fire_at is None:
+            job.next_fire_at = first_fire(job, now)
+        elif not job.schedulable:
+            job.next_fire_at = None
+        if job.next_fire_at is not None:
+            expected.add(occurrence_id(job.id))
+    db.session.commit()
+    scheduled = db.session.scalars(select(Job).where(Job.deleted_at.is_(None), Job.next_fire_at.isnot(None)))
+    for job in scheduled:
+        place(job, conn)
+        placed += 1
+    sched = scheduler(conn)
+    stray = [m.decode() for m in conn.zrange(sched.scheduled_jobs_key, 0, -1)
+             if m.decode().startswith(OCCURRENCE_PREFIX) and m.decode() not in expected]
+    for member in stray:
+        sched.cancel(member)
+    db.session.commit()
+    log.info("resync placed=%s removed=%s", placed, len(stray))
+    return {"placed": placed, "removed": len(stray)}
+
+
+def reschedule(job: Job):
+    """After a plan, state or restore change: compute the next fire time and place it."""
+    job.next_fire_at = first_fire(job) if job.schedulable else None
+    db.session.commit()
+    place(job)
+
+
+def ensure_system_jobs() -> list[Job]:
+    """One live job for every system job a job type declares in code."""
+    from webapp.models import Scope
+
+    created = []
+    for job_type in registry.all_types():
+        spec = job_type.system_job
+        if spec is None:
+            continue
+        exists = db.session.scalar(Job.live().where(Job.job_type == job_type.key, Job.system.is_(True)))
+        if exists is None:
+            job = Job(name=spec.name, description=spec.description, job_type=job_type.key,
+                      scope=Scope.INSTALLATION, plan={"kind": "automatic"}, system=True, params={})
+            db.session.add(job)
+            created.append(job)
+    db.session.commit()
+    for job in created:
+        reschedule(job)
+    return created
