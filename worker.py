@@ -6,10 +6,7 @@
 """
 import argparse
 import logging
-import os
 import sys
-
-from config import Config, ProductionConfig
 
 
 def main(argv=None):
@@ -22,8 +19,7 @@ def main(argv=None):
     from webapp import create_app
     from webapp.extensions import redis_client
 
-    config = ProductionConfig if os.environ.get("FIRETIME_ENV") == "production" else Config
-    app = create_app(config)
+    app = create_app()
     logging.getLogger().setLevel(logging.INFO)
     # The app context stays pushed for the life of the process; forked work horses inherit it.
     app.app_context().push()

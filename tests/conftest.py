@@ -99,6 +99,7 @@ def test_env(redis_server, database_url, tmp_path_factory):
         "FIRETIME_CANCEL_GRACE_SECONDS": "2",
         "FIRETIME_REAP_SECONDS": "1",
         "FIRETIME_TIMEZONE": "Europe/Amsterdam",
+        "FIRETIME_JOBTYPE_MODULES": "tests.jobtypes",
         "SECRET_KEY": "test-secret",
     }
     os.environ.update(values)
@@ -173,12 +174,21 @@ class Process:
                                      env={**os.environ, **env}, start_new_session=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
-    def kill(self, sig=signal.SIGKILL):
-        """Kill the whole group: the worker and its work horse, as when a machine is lost."""
+    def children(self) -> list[int]:
         try:
-            os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as handle:
+                return [int(pid) for pid in handle.read().split()]
+        except FileNotFoundError:
+            return []
+
+    def kill(self, sig=signal.SIGKILL):
+        """Kill the process and its children (a work horse has a process group of its own),
+        as when the machine is lost."""
+        for pid in [self.proc.pid, *self.children()]:
+            try:
+                os.killpg(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
         self.proc.wait(20)
 
     def stop(self):

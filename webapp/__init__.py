@@ -5,10 +5,13 @@ import os
 from flask import Flask
 from sqlalchemy import event
 
-from config import Config
+from config import Config, ProductionConfig
 
 
-def create_app(config_class=Config):
+def create_app(config_class=None):
+    """The app; FIRETIME_ENV=production picks ProductionConfig when no class is given."""
+    if config_class is None:
+        config_class = ProductionConfig if os.environ.get("FIRETIME_ENV") == "production" else Config
     app = Flask(__name__, template_folder="../templates", static_folder="../static",
                 instance_path=None)
     app.config.from_object(config_class())

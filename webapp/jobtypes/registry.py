@@ -107,5 +107,13 @@ def queue_names() -> list[str]:
 
 
 def load_builtin():
-    # Imported here, not at module import, so that importing the registry has no side effects.
+    """Import the shipped job types and any site modules named in FIRETIME_JOBTYPE_MODULES
+    (comma separated); importing a job type module registers it. Done on first use, not at
+    import of this module, so that importing the registry has no side effects."""
+    import importlib
+    import os
+
     from webapp.jobtypes import system  # noqa: F401
+
+    for module in filter(None, os.environ.get("FIRETIME_JOBTYPE_MODULES", "").split(",")):
+        importlib.import_module(module.strip())

@@ -1,0 +1,61 @@
+"""A real browser (the system's headless Chromium) against a real server, worker and Redis."""
+import os
+import shutil
+import threading
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+from werkzeug.serving import make_server
+
+from tests.conftest import free_port
+from tests.factories import make_job, make_user
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture
+def live_server(app):
+    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture
+def page(tmp_path):
+    assert CHROMIUM, "Chromium is required for the browser tests (apt-get install chromium)"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        yield context.new_page()
+        browser.close()
+
+
+def test_sign_in_run_now_and_watch_the_log_live(ctx, live_server, worker, page):
+    make_user(username="alice", password="correct horse")
+    job = make_job(name="Browser self-test", params={"duration": 3, "lines_per_second": 4})
+
+    page.goto(f"{live_server}/jobs/")
+    page.fill("#username", "alice")
+    page.fill("#password", "correct horse")
+    page.click("button[type=submit]")
+    expect(page.locator("h1")).to_have_text("Jobs")
+    expect(page.locator("#server-time")).to_be_visible()
+
+    page.locator(f"#job-{job.id}").get_by_role("button", name="Run Browser self-test now").click()
+    expect(page.locator("h1")).to_contain_text("of Browser self-test")
+    # Lines appear while the run is in progress ...
+    expect(page.locator("#log .log-line").nth(2)).to_be_visible(timeout=10_000)
+    expect(page.locator("#run-status-label")).to_have_text("In progress")
+    # ... and the page shows the end without a reload.
+    expect(page.locator("#run-status-label")).to_have_text("Succeeded", timeout=15_000)
+    count = page.locator("#log .log-line").count()
+    assert count >= 12
+    expect(page.locator("#log .log-line").last).to_contain_text("Self-test finished.")
+    if os.environ.get("FIRETIME_SCREENSHOTS"):
+        page.screenshot(path=os.path.join(os.environ["FIRETIME_SCREENSHOTS"], "run-live.png"), full_page=True)
+        page.goto(f"{live_server}/jobs/")
+        page.screenshot(path=os.path.join(os.environ["FIRETIME_SCREENSHOTS"], "jobs.png"), full_page=True)

@@ -1,0 +1,132 @@
+"""Planned fires: rq-scheduler holds the next occurrence, the database claims it."""
+import time
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from tests.conftest import wait_for
+from tests.factories import make_job
+from webapp.execution import dispatch
+from webapp.extensions import db, redis_client
+from webapp.models import Job, Run, RunStatus, Trigger
+from webapp.models.types import utcnow
+from webapp.scheduling import sync
+
+
+def scheduled_entries():
+    conn = redis_client.conn
+    return {member.decode(): score for member, score in
+            conn.zrange(sync.scheduler().scheduled_jobs_key, 0, -1, withscores=True)}
+
+
+def test_saving_a_plan_places_its_next_occurrence(ctx):
+    job = make_job(plan={"kind": "cron", "expression": "30 2 * * *"})
+    sync.reschedule(job)
+    local = job.next_fire_at.astimezone(sync.timezone())
+    assert (local.hour, local.minute) == (2, 30)  # server time zone, not UTC
+    assert scheduled_entries() == {sync.occurrence_id(job.id): job.next_fire_at.timestamp()}
+
+
+def test_redis_emptied_then_resynced_loses_no_schedule(ctx):
+    jobs = [make_job(plan={"kind": "daily", "days": [0, 1, 2, 3, 4, 5, 6], "times": [f"0{i}:15"]})
+            for i in range(1, 4)]
+    disabled = make_job(plan={"kind": "disabled"})
+    for job in jobs + [disabled]:
+        sync.reschedule(job)
+    before = scheduled_entries()
+    assert len(before) == 3
+    redis_client.conn.flushall()
+    assert scheduled_entries() == {}
+    sync.resync()
+    assert scheduled_entries() == before
+    assert sync.occurrence_id(disabled.id) not in scheduled_entries()
+
+
+def test_resync_drops_occurrences_of_removed_jobs(ctx):
+    job = make_job(plan={"kind": "poll", "seconds": 60, "anchor": utcnow().replace(microsecond=0).isoformat()})
+    sync.reschedule(job)
+    job.state = "removed"
+    db.session.commit()
+    sync.resync()
+    assert scheduled_entries() == {}
+    assert db.session.get(Job, job.id).next_fire_at is None
+
+
+def test_an_occurrence_fires_once_however_often_it_is_delivered(ctx):
+    job = make_job(plan={"kind": "cron", "expression": "*/5 * * * *"})
+    sync.reschedule(job)
+    fire_at = job.next_fire_at
+    first = dispatch.fire_occurrence(job.id, fire_at.isoformat())
+    again = dispatch.fire_occurrence(job.id, fire_at.isoformat())
+    assert first is not None and again is None
+    assert db.session.scalar(select(func.count(Run.id)).where(Run.job_id == job.id)) == 1
+    assert first.trigger == Trigger.PLAN and first.occurrence_at == fire_at
+    job = db.session.get(Job, job.id)
+    assert job.prev_fire_at == fire_at and job.next_fire_at == fire_at + timedelta(minutes=5)
+
+
+def test_planned_fire_that_finds_a_run_active_is_skipped_with_reason(ctx):
+    job = make_job(plan={"kind": "cron", "expression": "*/5 * * * *"})
+    sync.reschedule(job)
+    manual = dispatch.request_run(job)  # queued: no worker in this test
+    fire_at = job.next_fire_at
+    skipped = dispatch.fire_occurrence(job.id, fire_at.isoformat())
+    assert skipped.status == RunStatus.SKIPPED
+    assert skipped.message == f"Skipped: run #{manual.id} of this job was still queued."
+    assert db.session.get(Job, job.id).next_fire_at == fire_at + timedelta(minutes=5)  # the plan moves on
+
+
+def test_missed_occurrences_after_downtime_fire_once(ctx):
+    job = make_job(plan={"kind": "interval", "every": 10, "unit": "minutes",
+                         "anchor": (utcnow() - timedelta(hours=5)).replace(microsecond=0).isoformat()})
+    job.next_fire_at = utcnow().replace(microsecond=0) - timedelta(hours=3)  # the scheduler was down
+    db.session.commit()
+    sync.resync()
+    assert scheduled_entries()[sync.occurrence_id(job.id)] == job.next_fire_at.timestamp()
+    run = dispatch.fire_occurrence(job.id, job.next_fire_at.isoformat())
+    assert run.status == RunStatus.QUEUED
+    job = db.session.get(Job, job.id)
+    assert utcnow() < job.next_fire_at <= utcnow() + timedelta(minutes=10)
+    assert db.session.scalar(select(func.count(Run.id)).where(Run.job_id == job.id)) == 1
+
+
+def test_skip_next_occurrence_moves_the_plan_on(ctx):
+    job = make_job(plan={"kind": "cron", "expression": "0 * * * *"})
+    sync.reschedule(job)
+    nxt = job.next_fire_at
+    run = dispatch.skip_next_occurrence(job)
+    assert run.status == RunStatus.CANCELLED and run.occurrence_at == nxt
+    job = db.session.get(Job, job.id)
+    assert job.next_fire_at == nxt + timedelta(hours=1)
+    assert scheduled_entries()[sync.occurrence_id(job.id)] == job.next_fire_at.timestamp()
+
+
+def test_two_schedulers_fire_every_occurrence_exactly_once(ctx, start_process, worker):
+    anchor = utcnow().replace(microsecond=0) + timedelta(seconds=2)
+    jobs = [make_job(plan={"kind": "poll", "seconds": 1, "anchor": anchor.isoformat()}) for _ in range(4)]
+    for job in jobs:
+        sync.reschedule(job)
+    first, second = start_process("scheduler"), start_process("scheduler")
+    time.sleep(8)
+    first.stop()
+    second.stop()
+    for job in jobs:
+        occurrences = db.session.scalars(select(Run.occurrence_at).where(Run.job_id == job.id)
+                                         .order_by(Run.occurrence_at)).all()
+        assert len(occurrences) >= 4, occurrences
+        # Consecutive seconds from the anchor: none fired twice, none left out.
+        assert occurrences == [anchor + timedelta(seconds=i) for i in range(len(occurrences))]
+    statuses = set(db.session.scalars(select(Run.status)))
+    assert statuses <= {RunStatus.SUCCEEDED, RunStatus.SKIPPED, RunStatus.QUEUED, RunStatus.IN_PROGRESS}
+    assert RunStatus.SUCCEEDED in statuses
+
+
+def test_scheduler_start_creates_system_jobs_and_places_them(ctx, start_process):
+    process = start_process("scheduler")
+    wait_for(lambda: len(scheduled_entries()) == 2, 20, message="system jobs placed")
+    process.stop()
+    names = set(db.session.scalars(select(Job.name).where(Job.system.is_(True))))
+    assert names == {"Purge run history", "Activity report"}
+    purge = db.session.scalar(select(Job).where(Job.job_type == "system.purge_history"))
+    local = purge.next_fire_at.astimezone(sync.timezone())
+    assert (local.hour, local.minute) == (2, 30)
