@@ -12,9 +12,10 @@ from webapp.models import Run, RunLogLine
 KEEPALIVE_MS = 15000
 
 
-def sse(event: str, data: str) -> str:
+def sse(event: str, data: str, entry_id: str | None = None) -> str:
     lines = "".join(f"data: {line}\n" for line in data.splitlines() or [""])
-    return f"event: {event}\n{lines}\n"
+    # The id lets a reconnecting EventSource resume after the last line it got (Last-Event-ID).
+    return (f"id: {entry_id}\n" if entry_id else "") + f"event: {event}\n{lines}\n"
 
 
 def render_line(line: dict) -> str:
@@ -45,9 +46,9 @@ def events(run_id: int, conn, last_id: str = "0-0", block_ms: int = KEEPALIVE_MS
             kind = fields.get("t")
             if kind == "line":
                 yield sse("line", render_line({"seq": fields["seq"], "at": fields["at"],
-                                               "level": fields["level"], "message": fields["msg"]}))
+                                               "level": fields["level"], "message": fields["msg"]}), entry_id)
             elif kind == "progress":
-                yield sse("progress", render_progress(fields["p"], fields["msg"]))
+                yield sse("progress", render_progress(fields["p"], fields["msg"]), entry_id)
             elif kind == "end":
                 yield sse("end", json.dumps({"status": fields["status"]}))
                 return
