@@ -1,10 +1,9 @@
 """The REST API (token auth, the UI's visibility rules, JSON errors)."""
-from datetime import datetime, timezone
-
 from flask import abort, g, request, send_file
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from webapp.api.schemas import (API_STATUS, STATUS_FILTER, ApiErrorSchema, JobSchema, RunQuerySchema,
                                 RunRequestSchema, RunSchema)
@@ -19,6 +18,12 @@ from webapp.models.types import utcnow
 from webapp.runs.files import open_run_file
 
 blp = Blueprint("api", __name__, url_prefix="/api", description="Scheduled jobs and their runs.")
+
+# Ids are INTEGER columns: a larger number cannot name a row, so it does not match a route (404)
+# instead of reaching the database (SQLite cannot even bind it).
+MAX_ID = 2**31 - 1
+JOB_ID = f"<int(max={MAX_ID}):jobId>"
+RUN_ID = f"<int(max={MAX_ID}):runId>"
 
 
 @blp.before_request
@@ -48,77 +53,98 @@ def _job_payload(job, latest):
 @blp.route("/scheduled-jobs")
 class ScheduledJobs(MethodView):
     @blp.response(200, JobSchema(many=True))
-    @blp.alt_response(401, schema=ApiErrorSchema)
+    @blp.alt_response(401, schema=ApiErrorSchema, description="No valid API token.")
     def get(self):
         """The jobs the caller may see."""
-        jobs = db.session.scalars(jobs_query(g.api_user).order_by(Job.name)).all()
+        jobs = db.session.scalars(jobs_query(g.api_user).options(selectinload(Job.domain))
+                                    .order_by(Job.name, Job.id)).all()
         latest = latest_runs([job.id for job in jobs])
         return [_job_payload(job, latest) for job in jobs]
 
 
-@blp.route("/scheduled-jobs/<int:job_id>")
+@blp.route(f"/scheduled-jobs/{JOB_ID}")
 class ScheduledJob(MethodView):
     @blp.response(200, JobSchema)
-    @blp.alt_response(404, schema=ApiErrorSchema)
-    def get(self, job_id):
+    @blp.alt_response(401, schema=ApiErrorSchema, description="No valid API token.")
+    @blp.alt_response(404, schema=ApiErrorSchema, description="No such job, or not one the caller may see.")
+    def get(self, jobId):
         """One job."""
-        job = get_job_or_404(g.api_user, job_id)
+        job = get_job_or_404(g.api_user, jobId)
         return _job_payload(job, latest_runs([job.id]))
 
 
-@blp.route("/scheduled-jobs/<int:job_id>/runs")
+@blp.route(f"/scheduled-jobs/{JOB_ID}/runs")
 class JobRuns(MethodView):
     @blp.arguments(RunQuerySchema, location="query", error_status_code=400)
     @blp.response(200, RunSchema(many=True))
-    @blp.alt_response(400, schema=ApiErrorSchema)
-    @blp.alt_response(404, schema=ApiErrorSchema)
-    def get(self, query, job_id):
+    @blp.alt_response(400, schema=ApiErrorSchema, description="A bad date, status, limit or offset.")
+    @blp.alt_response(401, schema=ApiErrorSchema, description="No valid API token.")
+    @blp.alt_response(404, schema=ApiErrorSchema, description="No such job, or not one the caller may see.")
+    def get(self, query, jobId):
         """Runs of the job created in a time range, newest first."""
-        job = get_job_or_404(g.api_user, job_id)
-        start = query.get("fromDate", datetime(1970, 1, 1, tzinfo=timezone.utc))
-        end = query.get("toDate", utcnow())
-        if start > end:
+        job = get_job_or_404(g.api_user, jobId)
+        if "fromDate" in query and "toDate" in query and query["fromDate"] > query["toDate"]:
             abort(400, description="fromDate is after toDate.")
-        select_runs = select(Run).where(Run.job_id == job.id, Run.created_at >= start, Run.created_at <= end)
+        select_runs = select(Run).where(Run.job_id == job.id)
+        if "fromDate" in query:
+            select_runs = select_runs.where(Run.created_at >= query["fromDate"])
+        select_runs = select_runs.where(Run.created_at <= query.get("toDate", utcnow()))
         if "status" in query:
             select_runs = select_runs.where(Run.status.in_(STATUS_FILTER[query["status"]]))
-        select_runs = select_runs.order_by(Run.id.desc()).limit(query["limit"]).offset(query["offset"])
+        select_runs = (select_runs.order_by(Run.created_at.desc(), Run.id.desc())
+                       .limit(query["limit"]).offset(query["offset"]))
         return db.session.scalars(select_runs).all()
 
-    @blp.arguments(RunRequestSchema, error_status_code=400)
+    @blp.arguments(RunRequestSchema, required=False, error_status_code=400,
+                   description="May be absent; an absent or empty args runs the job with its parameters.")
     @blp.response(201, RunSchema)
-    @blp.alt_response(400, schema=ApiErrorSchema)
-    @blp.alt_response(404, schema=ApiErrorSchema)
-    @blp.alt_response(409, schema=ApiErrorSchema)
-    def post(self, body, job_id):
+    @blp.alt_response(400, schema=ApiErrorSchema, description="A malformed body or arguments the job refuses.")
+    @blp.alt_response(401, schema=ApiErrorSchema, description="No valid API token.")
+    @blp.alt_response(404, schema=ApiErrorSchema, description="No such job, or not one the caller may see.")
+    @blp.alt_response(409, schema=ApiErrorSchema, description="The job is removed or archived.")
+    def post(self, body, jobId):
         """Queue a run of the job; it waits if a run of the job is in progress."""
-        job = get_job_or_404(g.api_user, job_id)
+        job = get_job_or_404(g.api_user, jobId)
+        if not request.is_json and (request.content_length or request.get_data(cache=True)):
+            # The body is only read as JSON; a form or text body would be dropped without a word.
+            abort(400, description='Send the body as JSON ({"args": "..."}) with Content-Type: application/json.')
         try:
             return dispatch.request_run(job, trigger=Trigger.API, user=g.api_user, args=body.get("args") or "")
         except registry.InvalidArguments as exc:
             abort(400, description=str(exc))
+        except registry.UnknownJobType:
+            abort(409, description=f"Job {job.name!r} has type {job.job_type!r}, which this installation "
+                                   "does not have; it cannot run.")
         except dispatch.NotRunnable as exc:
             abort(409, description=str(exc))
 
 
-@blp.route("/scheduled-jobs/<int:job_id>/runs/<int:run_id>")
+def _run_or_404(job_id, run_id):
+    """A run of a job the caller may see (a deleted job's runs are gone with it), under that job."""
+    job = get_job_or_404(g.api_user, job_id)
+    return get_run_or_404(g.api_user, run_id, job_id=job.id)
+
+
+@blp.route(f"/scheduled-jobs/{JOB_ID}/runs/{RUN_ID}")
 class JobRun(MethodView):
     @blp.response(200, RunSchema)
-    @blp.alt_response(404, schema=ApiErrorSchema)
-    def get(self, job_id, run_id):
+    @blp.alt_response(401, schema=ApiErrorSchema, description="No valid API token.")
+    @blp.alt_response(404, schema=ApiErrorSchema, description="No such job or run, or not one the caller may see.")
+    def get(self, jobId, runId):
         """One run."""
-        return get_run_or_404(g.api_user, run_id, job_id=job_id)
+        return _run_or_404(jobId, runId)
 
 
-@blp.route("/scheduled-jobs/<int:job_id>/runs/<int:run_id>/result-file")
+@blp.route(f"/scheduled-jobs/{JOB_ID}/runs/{RUN_ID}/result-file")
 class JobRunFile(MethodView):
     @blp.response(200, content_type="application/octet-stream",
-                  description="The first file the run produced (for example an export's CSV).")
-    @blp.alt_response(404, schema=ApiErrorSchema)
-    @blp.alt_response(409, schema=ApiErrorSchema)
-    def get(self, job_id, run_id):
+                  description="The first file the run produced (for example an export's CSV), as an attachment.")
+    @blp.alt_response(401, schema=ApiErrorSchema, description="No valid API token.")
+    @blp.alt_response(404, schema=ApiErrorSchema, description="No such run, or the run produced no file.")
+    @blp.alt_response(409, schema=ApiErrorSchema, description="The run has not finished.")
+    def get(self, jobId, runId):
         """The file the run produced."""
-        run = get_run_or_404(g.api_user, run_id, job_id=job_id)
+        run = _run_or_404(jobId, runId)
         if not run.is_final:
             abort(409, description="The run has not finished; its file is not ready.")
         if not run.files:

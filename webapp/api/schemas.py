@@ -1,5 +1,6 @@
 """What the API reads and answers; the OpenAPI document is generated from these."""
-from datetime import datetime, time
+import re
+from datetime import datetime, time, timezone
 from zoneinfo import ZoneInfo
 
 from flask import current_app
@@ -21,41 +22,63 @@ for _status, _api in API_STATUS.items():
     STATUS_FILTER.setdefault(_api, []).append(_status.value)
 
 
-class ApiDate(fields.Field):
+class ApiDate(fields.String):
     """`20220221` or `20220221T061500`, in the server's time zone. A date alone means the
     start of that day for fromDate and the end of that day for toDate."""
 
+    FORMAT = re.compile(r"\d{8}(T\d{6})?", re.ASCII)
+
     def __init__(self, end_of_day=False, **kwargs):
+        kwargs.setdefault("metadata", {}).update(pattern=r"^\d{8}(T\d{6})?$", example="20220221T061500")
         super().__init__(**kwargs)
         self.end_of_day = end_of_day
 
     def _deserialize(self, value, attr, data, **kwargs):
-        tz = ZoneInfo(current_app.config["TIMEZONE"])
-        for fmt, is_date in (("%Y%m%dT%H%M%S", False), ("%Y%m%d", True)):
+        # strptime alone is lenient ("2022221" would be 2022-02-21): the shape is checked first.
+        if isinstance(value, str) and self.FORMAT.fullmatch(value):
+            tz = ZoneInfo(current_app.config["TIMEZONE"])
             try:
-                parsed = datetime.strptime(value, fmt)
-            except (TypeError, ValueError):
-                continue
-            if is_date and self.end_of_day:
-                parsed = datetime.combine(parsed.date(), time(23, 59, 59, 999999))
-            return parsed.replace(tzinfo=tz)
+                if "T" in value:
+                    moment = datetime.strptime(value, "%Y%m%dT%H%M%S").replace(tzinfo=tz)
+                else:
+                    day = datetime.strptime(value, "%Y%m%d").date()
+                    moment = datetime.combine(day, time.max if self.end_of_day else time.min, tzinfo=tz)
+                moment.astimezone(timezone.utc)  # 00010101 in a zone east of UTC is before year 1
+            except (ValueError, OverflowError):
+                pass
+            else:
+                return moment
         raise ValidationError(f"{value!r} is not a date like 20220221 or 20220221T061500.")
 
 
 class RunQuerySchema(Schema):
-    fromDate = ApiDate(metadata={"description": "Runs created at or after this time (default: the earliest)."})
-    toDate = ApiDate(end_of_day=True, metadata={"description": "Runs created at or before this time "
-                                                               "(default: now)."})
+    fromDate = ApiDate(metadata={"description": "Runs created at or after this time, `20220221` (the start of "
+                                                "that day) or `20220221T061500`, in the server's time zone "
+                                                "(default: the earliest)."})
+    toDate = ApiDate(end_of_day=True, metadata={"description": "Runs created at or before this time, `20220221` "
+                                                               "(the whole day) or `20220221T061500`, in the "
+                                                               "server's time zone (default: now)."})
     status = fields.String(validate=validate.OneOf(sorted(STATUS_FILTER)),
                            metadata={"description": "IN_PROGRESS, SUCCEEDED or FAILED (or QUEUED, "
                                                     "CANCELLED, SKIPPED); absent: all."})
-    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
-    offset = fields.Integer(load_default=0, validate=validate.Range(0))
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000),
+                           metadata={"description": "At most this many runs (1 to 1000)."})
+    offset = fields.Integer(load_default=0, validate=validate.Range(0, 2**31 - 1),
+                            metadata={"description": "Skip this many runs first."})
+
+
+def _no_nul(value):
+    # PostgreSQL text cannot hold NUL; refused here rather than failing at INSERT.
+    if "\x00" in value:
+        raise ValidationError("Arguments cannot contain NUL characters.")
 
 
 class RunRequestSchema(Schema):
-    args = fields.String(load_default="", allow_none=True, validate=validate.Length(max=2000),
-                         metadata={"description": "Space separated key=value arguments; may be empty."})
+    error_messages = {"type": 'The body must be a JSON object such as {"args": "duration=5"}.'}
+
+    args = fields.String(load_default="", allow_none=True, validate=[validate.Length(max=2000), _no_nul],
+                         metadata={"description": "Space separated key=value arguments; may be empty.",
+                                   "example": "duration=5 output_csv=yes"})
 
 
 class PlanSchema(Schema):

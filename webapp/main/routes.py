@@ -29,9 +29,16 @@ def register_error_handlers(app):
             if messages:
                 body["errors"] = messages
                 body["message"] = "Invalid input: " + _flatten(messages)
-            headers = {"WWW-Authenticate": "Bearer"} if exc.code == 401 else {}
+            headers = _headers_of(exc)
+            if exc.code == 401:
+                headers["WWW-Authenticate"] = "Bearer"
             return jsonify(body), exc.code, headers
-        return render_template("errors/error.html", error=exc), exc.code
+        return render_template("errors/error.html", error=exc), exc.code, _headers_of(exc)
+
+
+def _headers_of(exc) -> dict:
+    """The exception's own headers (Allow on a 405, Retry-After on a 503), not its Content-Type."""
+    return {name: value for name, value in exc.get_headers() if name.lower() != "content-type"}
 
 
 def _flatten(messages) -> str:
@@ -40,5 +47,5 @@ def _flatten(messages) -> str:
     for location in messages.values():
         for field, problems in (location.items() if isinstance(location, dict) else [("", location)]):
             text = " ".join(problems) if isinstance(problems, list) else str(problems)
-            parts.append(f"{field}: {text}" if field else text)
+            parts.append(f"{field}: {text}" if field and field != "_schema" else text)
     return "; ".join(parts)
