@@ -1,5 +1,6 @@
 """A real browser (the system's headless Chromium) against a real server, worker and Redis."""
 import os
+import re
 import shutil
 import threading
 
@@ -50,6 +51,7 @@ def test_sign_in_run_now_and_watch_the_log_live(ctx, live_server, worker, page):
     # Lines appear while the run is in progress ...
     expect(page.locator("#log .log-line").nth(2)).to_be_visible(timeout=10_000)
     expect(page.locator("#run-status-label")).to_have_text("In progress")
+    expect(page.locator("#live-progress .progress-text")).to_have_text(re.compile(r"^[1-9]\d? % · \d+ of 3 s$"))
     # ... and the page shows the end without a reload.
     expect(page.locator("#run-status-label")).to_have_text("Succeeded", timeout=15_000)
     count = page.locator("#log .log-line").count()

@@ -24,6 +24,14 @@ def set_progress(conn, run_id, percent, message):
         pipe.execute()
 
 
+def mark_started(conn, run_id, worker):
+    """The run left the queue: live readers refresh its status."""
+    with conn.pipeline(transaction=False) as pipe:
+        pipe.hset(STATE.format(run_id), mapping={"progress": 0, "message": "started", "status": "in_progress"})
+        pipe.xadd(STREAM.format(run_id), {"t": "status", "status": "in_progress", "worker": worker})
+        pipe.execute()
+
+
 def mark_end(conn, run_id, status, ttl):
     """Tell live readers the run is over; the live copy then expires (the database has it)."""
     with conn.pipeline(transaction=False) as pipe:

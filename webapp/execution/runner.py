@@ -68,7 +68,7 @@ def _claim(run_id: int) -> bool:
     if result.rowcount == 1:
         config = current_app.config
         livelog.heartbeat(redis_client.conn, run_id, config["RUN_DEAD_AFTER"])
-        livelog.set_progress(redis_client.conn, run_id, 0, "started")
+        livelog.mark_started(redis_client.conn, run_id, worker)
         return True
     return False
 

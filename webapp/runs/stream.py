@@ -49,6 +49,8 @@ def events(run_id: int, conn, last_id: str = "0-0", block_ms: int = KEEPALIVE_MS
                                                "level": fields["level"], "message": fields["msg"]}), entry_id)
             elif kind == "progress":
                 yield sse("progress", render_progress(fields["p"], fields["msg"]), entry_id)
+            elif kind == "status":
+                yield sse("status", json.dumps({"status": fields["status"]}), entry_id)
             elif kind == "end":
                 yield sse("end", json.dumps({"status": fields["status"]}))
                 return
