@@ -23,7 +23,8 @@ def authenticate(username: str, password: str) -> User | None:
 
 def _safe_next(target: str | None) -> str:
     # Only same-site paths: an open redirect would let a link take a signed-in admin anywhere.
-    if target and not urlsplit(target).netloc and target.startswith("/") and not target.startswith("//"):
+    if (target and "\\" not in target and not urlsplit(target).netloc and target.startswith("/")
+            and not target.startswith("//")):
         return target
     return url_for("jobs.list")
 
