@@ -169,10 +169,13 @@ def login_as(app, client):
 class Process:
     """A worker or scheduler process of the project, in its own process group."""
 
-    def __init__(self, args, env):
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "worker.py"), *args], cwd=ROOT,
-                                     env={**os.environ, **env}, start_new_session=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    def __init__(self, args, env, log_path):
+        # Output goes to a file: a pipe nobody reads would fill up and block a chatty worker.
+        self.log_path = log_path
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen([sys.executable, str(ROOT / "worker.py"), *args], cwd=ROOT,
+                                         env={**os.environ, **env}, start_new_session=True,
+                                         stdout=log, stderr=subprocess.STDOUT)
 
     def children(self) -> list[int]:
         try:
@@ -201,7 +204,8 @@ class Process:
         self.kill()
 
     def output(self) -> str:
-        return self.proc.stdout.read().decode(errors="replace") if self.proc.poll() is not None else ""
+        with open(self.log_path, "rb") as log:
+            return log.read().decode(errors="replace")
 
 
 def wait_for(predicate, timeout=20.0, interval=0.1, message="condition"):
@@ -215,11 +219,12 @@ def wait_for(predicate, timeout=20.0, interval=0.1, message="condition"):
 
 
 @pytest.fixture
-def start_process(test_env):
+def start_process(test_env, tmp_path):
     started = []
 
     def start(*args, env=None):
-        process = Process(list(args), {**test_env, **(env or {})})
+        log_path = tmp_path / f"process-{len(started)}-{'-'.join(args) or 'worker'}.log"
+        process = Process(list(args), {**test_env, **(env or {})}, log_path)
         started.append(process)
         return process
 
