@@ -72,7 +72,7 @@ def _history(job):
     now = utcnow()
     outcomes = [(RunStatus.SUCCEEDED, ""), (RunStatus.WARNINGS, ""),
                 (RunStatus.FAILED, "SelfTestFailure: The self-test was asked to fail at the end.")]
-    for hours_ago, (status, message) in zip((26, 14, 3), outcomes):
+    for hours_ago, (status, message) in zip((26, 14, 3), outcomes, strict=True):
         started = now - timedelta(hours=hours_ago)
         run = Run(job_id=job.id, trigger=Trigger.HAND, status=status, created_at=started, enqueued_at=started,
                   started_at=started, finished_at=started + timedelta(seconds=12), progress=100,

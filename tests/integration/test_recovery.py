@@ -32,9 +32,9 @@ def test_worker_killed_mid_run_fails_the_run_and_the_job_runs_again(ctx, worker,
     scheduler = start_process("scheduler")  # its housekeeping notices the silence
     try:
         run = final(run.id, timeout=30)
-    except AssertionError:
+    except AssertionError as exc:
         scheduler.stop()
-        raise AssertionError(scheduler.output()[-3000:])
+        raise AssertionError(scheduler.output()[-3000:]) from exc
     assert run.status == RunStatus.FAILED
     assert "stopped answering" in run.message
     kept = db.session.scalar(select(RunLogLine.message).where(RunLogLine.run_id == run.id)

@@ -4,7 +4,7 @@ from flask.cli import AppGroup
 from sqlalchemy import select
 
 from webapp.extensions import db, redis_client
-from webapp.models import ApiToken, Domain, Job, Role, User
+from webapp.models import ApiToken, Job, Role, User
 
 users_cli = AppGroup("users", help="Create users and API tokens.")
 demo_cli = AppGroup("demo", help="Demo data.")

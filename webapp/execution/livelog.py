@@ -59,7 +59,7 @@ def all_lines(conn, run_id):
         batch = [b for b in batch if b[0].decode() != last]
         if not batch:
             return entries
-        for entry_id, fields in batch:
+        for _, fields in batch:
             fields = _decode(fields)
             if fields.get("t") == "line":
                 entries.append(fields)

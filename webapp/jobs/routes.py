@@ -1,4 +1,4 @@
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from webapp.auth.permissions import get_job_or_404, jobs_query
@@ -51,9 +51,10 @@ def detail(job_id):
 def run_now(job_id):
     """Queue a run of the job now (it waits if one is already running) and show it."""
     job = get_job_or_404(current_user, job_id)
-    form = RunNowForm()
-    if not form.validate_on_submit():
-        abort(400, description="The form expired; reload the page and try again.")
+    form = RunNowForm()  # CSRFProtect has already checked the token of every POST
+    if not form.validate():
+        flash(f"Not started: {' '.join(form.args.errors)}", "error")
+        return redirect(url_for("jobs.detail", job_id=job.id))
     try:
         run = dispatch.request_run(job, trigger=Trigger.HAND, user=current_user, args=form.args.data or "")
     except registry.InvalidArguments as exc:
@@ -69,9 +70,6 @@ def run_now(job_id):
 @bp.route("/run", methods=["POST"])
 def run_selected():
     """Run now every job ticked on the list."""
-    form = ConfirmForm()
-    if not form.validate_on_submit():
-        abort(400, description="The form expired; reload the page and try again.")
     ids = [int(i) for i in request.form.getlist("job_id") if i.isdigit()]
     jobs = db.session.scalars(jobs_query(current_user).where(Job.id.in_(ids))).all() if ids else []
     started, refused = [], []
@@ -94,8 +92,6 @@ def run_selected():
 def skip_next(job_id):
     """Cancel only the next planned occurrence of the job."""
     job = get_job_or_404(current_user, job_id)
-    if not ConfirmForm().validate_on_submit():
-        abort(400, description="The form expired; reload the page and try again.")
     run = dispatch.skip_next_occurrence(job, current_user)
     flash("The next occurrence is cancelled." if run else "The job has no planned occurrence.",
           "success" if run else "error")

@@ -1,4 +1,4 @@
-from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template, request,
+from flask import (Blueprint, Response, abort, flash, redirect, render_template, request,
                    send_file, stream_with_context, url_for)
 from flask_login import current_user, login_required
 from sqlalchemy import select
@@ -61,8 +61,6 @@ def live(run_id):
 def cancel(run_id):
     """Cancel the run: at once if it waits, by asking the job to stop if it runs."""
     run = get_run_or_404(current_user, run_id)
-    if not ConfirmForm().validate_on_submit():
-        abort(400, description="The form expired; reload the page and try again.")
     outcome = dispatch.cancel_run(run, current_user)
     flash({"cancelled": "The run is cancelled.",
            "stopping": "The run is asked to stop; it will be stopped if it does not.",
