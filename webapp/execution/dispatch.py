@@ -5,6 +5,7 @@ import logging
 from datetime import datetime, timedelta
 
 from flask import current_app
+from redis.exceptions import RedisError
 from rq import Callback, Queue
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -71,7 +72,10 @@ def fire_occurrence(job_id: int, fire_at_iso: str):
         db.session.rollback()
         return None
     log.info("occurrence fired job=%s at=%s run=%s status=%s", job.id, fire_at_iso, run.id, run.status)
-    place(job)
+    try:
+        place(job)
+    except RedisError:
+        log.warning("could not place the next occurrence of job=%s; the next resync will", job.id)
     if run.enqueued_at and run.status == RunStatus.QUEUED:
         enqueue(run)
     return run
@@ -124,10 +128,22 @@ def release_next(job_id: int):
     return waiting
 
 
-def enqueue(run: Run):
-    """Put the run on its job type's RQ queue (idempotent: the RQ job id is the run's)."""
+def enqueue(run: Run) -> bool:
+    """Put the run on its job type's RQ queue (idempotent: the RQ job id is the run's).
+
+    If Redis is away the run stays queued in the database with enqueued_at set, and the
+    scheduler's housekeeping hands it to RQ again once Redis answers: nothing is lost."""
     job_type = registry.get(run.job.job_type)
     queue = Queue(job_type.queue, connection=redis_client.conn)
+    try:
+        _enqueue_on(queue, run, job_type)
+        return True
+    except RedisError as exc:
+        log.warning("could not enqueue run=%s (%s); it will be handed over when Redis is back", run.id, exc)
+        return False
+
+
+def _enqueue_on(queue, run, job_type):
     queue.enqueue(
         RUNNER,
         run.id,
@@ -159,7 +175,10 @@ def cancel_run(run: Run, user=None) -> str:
                            .values(cancel_requested_at=utcnow(), cancel_requested_by_id=getattr(user, "id", None)))
         record("cancel", "run", run, actor=user, object_name=run.job.name, domain_id=run.job.domain_id)
         db.session.commit()
-        livelog.request_cancel(redis_client.conn, run.id)
+        try:
+            livelog.request_cancel(redis_client.conn, run.id)
+        except RedisError:
+            log.warning("cancel of run=%s recorded; Redis away, housekeeping will pass it on", run.id)
         return "stopping"
     return "finished"
 

@@ -36,8 +36,10 @@ class Reaper:
         in_progress = db.session.scalars(select(Run).where(Run.status == RunStatus.IN_PROGRESS)).all()
         db.session.commit()
         for run in in_progress:
-            if run.cancel_requested_at and grace_expired(run, now):
-                report["stopped"] += self._stop(run)
+            if run.cancel_requested_at:
+                livelog.request_cancel(conn, run.id)  # again, in case Redis lost the flag
+                if grace_expired(run, now):
+                    report["stopped"] += self._stop(run)
             if livelog.is_alive(conn, run.id) or (run.started_at and now - run.started_at < dead_after):
                 self.suspects.pop(run.id, None)
                 continue

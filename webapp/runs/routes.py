@@ -1,6 +1,7 @@
 from flask import (Blueprint, Response, abort, flash, redirect, render_template, request,
                    send_file, stream_with_context, url_for)
 from flask_login import current_user, login_required
+from redis.exceptions import RedisError
 from sqlalchemy import select
 
 from webapp.auth.permissions import get_file_or_404, get_run_or_404
@@ -23,7 +24,10 @@ def _signed_in():
 def _live_progress(run):
     if run.is_final:
         return run.progress, run.progress_message
-    state = livelog.progress(redis_client.conn, run.id)
+    try:
+        state = livelog.progress(redis_client.conn, run.id)
+    except RedisError:  # the page still shows what the database knows
+        state = {}
     return int(state.get("progress", run.progress)), state.get("message", run.progress_message)
 
 

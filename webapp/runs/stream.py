@@ -1,6 +1,9 @@
 """Server-sent events for a run's live log: lines and progress from the run's Redis stream
 as they happen, then an `end` event; a finished run replays its log from the database."""
 import json
+import time
+
+from redis.exceptions import RedisError
 
 from flask import current_app, render_template
 from sqlalchemy import select
@@ -34,7 +37,11 @@ def events(run_id: int, conn, last_id: str = "0-0", block_ms: int = KEEPALIVE_MS
         return
     db.session.remove()  # hold no database connection while waiting on Redis
     while True:
-        entries = livelog.read(conn, run_id, last_id, block_ms=block_ms)
+        try:
+            entries = livelog.read(conn, run_id, last_id, block_ms=block_ms)
+        except RedisError:  # Redis restarting: keep the page's connection and try again
+            time.sleep(1)
+            entries = []
         if not entries:
             if _finished(run_id):  # the stream expired or Redis was emptied after the end
                 yield sse("end", json.dumps({"status": db.session.get(Run, run_id).status}))
