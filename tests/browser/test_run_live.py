@@ -31,7 +31,10 @@ def page(tmp_path):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1280, "height": 900})
-        yield context.new_page()
+        page = context.new_page()
+        page.console_errors = []
+        page.on("console", lambda msg: msg.type == "error" and page.console_errors.append(msg.text))
+        yield page
         browser.close()
 
 
@@ -57,6 +60,9 @@ def test_sign_in_run_now_and_watch_the_log_live(ctx, live_server, worker, page):
     count = page.locator("#log .log-line").count()
     assert count >= 12
     expect(page.locator("#log .log-line").last).to_contain_text("Self-test finished.")
+    expect(page.locator(".live-badge")).to_have_count(0)
+    # The content security policy blocked nothing the page needs.
+    assert page.console_errors == []
     if os.environ.get("FIRETIME_SCREENSHOTS"):
         page.screenshot(path=os.path.join(os.environ["FIRETIME_SCREENSHOTS"], "run-live.png"), full_page=True)
         page.goto(f"{live_server}/jobs/")
