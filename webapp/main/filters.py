@@ -29,7 +29,17 @@ def filesize(size):
         size /= 1024
 
 
+def job_type_label(key):
+    from webapp.jobtypes import registry
+
+    try:
+        return registry.get(key).label
+    except registry.UnknownJobType:
+        return key
+
+
 def init_app(app):
+    app.add_template_global(job_type_label)
     app.add_template_filter(localtime)
     app.add_template_filter(duration)
     app.add_template_filter(filesize)
