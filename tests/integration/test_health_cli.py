@@ -57,3 +57,19 @@ def test_cli_runs_a_job_by_name_and_shows_queues(ctx, worker):
     assert missing.exit_code != 0 and "No job named 'No such job'" in missing.output
     shown = runner.invoke(args=["queues", "show"])
     assert shown.exit_code == 0 and "default" in shown.output and "worker " in shown.output
+
+
+def test_a_worker_started_with_queues_takes_only_those(ctx, start_process):
+    from tests.integration.test_engine import final
+    from webapp.execution import dispatch
+    from webapp.scheduling import sync
+
+    sync.ensure_system_jobs()
+    report = db.session.scalar(select(Job).where(Job.job_type == "system.activity_report"))  # queue "system"
+    selftest = make_job(params={"duration": 0, "lines_per_second": 0})  # queue "default"
+    start_process("--queues", "system")
+    waiting = dispatch.request_run(selftest)
+    assert final(dispatch.request_run(report).id).status == RunStatus.SUCCEEDED
+    assert db.session.get(Run, waiting.id).status == RunStatus.QUEUED
+    start_process("--queues", "default")
+    assert final(waiting.id).status == RunStatus.SUCCEEDED
