@@ -136,3 +136,18 @@ def test_scheduler_start_creates_system_jobs_and_places_them(ctx, start_process)
     purge = db.session.scalar(select(Job).where(Job.job_type == "system.purge_history"))
     local = purge.next_fire_at.astimezone(sync.timezone())
     assert (local.hour, local.minute) == (2, 30)
+
+
+def test_resync_rewrites_only_what_is_missing_or_wrong(ctx):
+    jobs = [make_job(plan={"kind": "cron", "expression": f"{i} * * * *"}) for i in range(3)]
+    for job in jobs:
+        sync.reschedule(job)
+    assert sync.resync()["placed"] == 0
+    conn = redis_client.conn
+    key = sync.scheduler().scheduled_jobs_key
+    conn.zadd(key, {sync.occurrence_id(jobs[0].id): 12345})  # a wrong time
+    conn.delete(f"rq:job:{sync.occurrence_id(jobs[1].id)}")  # an entry whose job hash is gone
+    report = sync.resync()
+    assert report == {"placed": 2, "removed": 0, "kept": 1}
+    assert scheduled_entries() == {sync.occurrence_id(j.id): db.session.get(Job, j.id).next_fire_at.timestamp()
+                                   for j in jobs}

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from flask import current_app
+from rq.job import Job as RQJob
 from rq_scheduler import Scheduler
 from sqlalchemy import select
 
@@ -61,31 +62,37 @@ def place(job: Job, conn=None):
 
 
 def resync(now: datetime | None = None) -> dict:
-    """Rebuild rq-scheduler's entries from the database; idempotent."""
+    """Make rq-scheduler hold exactly each schedulable job's next occurrence, as the database
+    says. Idempotent, and cheap when nothing changed: only missing or wrong entries are written."""
     now = now or utcnow()
     conn = redis_client.conn
-    expected = set()
-    placed = 0
-    for job in db.session.scalars(Job.live()):
-        if job.schedulable and job.next_fire_at is None:
-            job.next_fire_at = first_fire(job, now)
-        elif not job.schedulable:
-            job.next_fire_at = None
-        if job.next_fire_at is not None:
-            expected.add(occurrence_id(job.id))
-    db.session.commit()
-    scheduled = db.session.scalars(select(Job).where(Job.deleted_at.is_(None), Job.next_fire_at.isnot(None)))
-    for job in scheduled:
-        place(job, conn)
-        placed += 1
     sched = scheduler(conn)
-    stray = [m.decode() for m in conn.zrange(sched.scheduled_jobs_key, 0, -1)
-             if m.decode().startswith(OCCURRENCE_PREFIX) and m.decode() not in expected]
+    held = {member.decode(): score
+            for member, score in conn.zrange(sched.scheduled_jobs_key, 0, -1, withscores=True)}
+    wanted = {}
+    for job in db.session.scalars(Job.live()):
+        if not job.schedulable:
+            job.next_fire_at = None
+        elif job.next_fire_at is None:
+            job.next_fire_at = first_fire(job, now)
+        if job.next_fire_at is not None:
+            wanted[occurrence_id(job.id)] = job
+    db.session.commit()
+    with conn.pipeline(transaction=False) as pipe:
+        for member in wanted:
+            pipe.exists(RQJob.key_for(member))
+        hashes_present = dict(zip(wanted, pipe.execute(), strict=True))
+    placed = 0
+    for member, job in wanted.items():
+        if held.get(member) != job.next_fire_at.timestamp() or not hashes_present[member]:
+            place(job, conn)
+            placed += 1
+    stray = [member for member in held if member.startswith(OCCURRENCE_PREFIX) and member not in wanted]
     for member in stray:
         sched.cancel(member)
-    db.session.commit()
-    log.info("resync placed=%s removed=%s", placed, len(stray))
-    return {"placed": placed, "removed": len(stray)}
+    if placed or stray:
+        log.info("resync placed=%s removed=%s kept=%s", placed, len(stray), len(wanted) - placed)
+    return {"placed": placed, "removed": len(stray), "kept": len(wanted) - placed}
 
 
 def reschedule(job: Job):
