@@ -44,6 +44,21 @@ class Config:
         self.REAP_SECONDS = env_int("FIRETIME_REAP_SECONDS", 5)
         self.LIVELOG_TTL = env_int("FIRETIME_LIVELOG_TTL", 3600)
         self.LOG_MAX_LINES = env_int("FIRETIME_LOG_MAX_LINES", 100_000)
+        # Run report emails (flask-mailman), sent from the "mail" queue by the workers.
+        # Links in the emails start with BASE_URL: the address people reach the console at.
+        self.BASE_URL = env("FIRETIME_BASE_URL", "http://127.0.0.1:5000").rstrip("/")
+        self.MAIL_BACKEND = env("MAIL_BACKEND", "smtp")  # "console" prints mails instead
+        self.MAIL_SERVER = env("MAIL_SERVER", "localhost")
+        self.MAIL_PORT = env_int("MAIL_PORT", 25)
+        self.MAIL_USE_TLS = parse_bool(env("MAIL_USE_TLS"), False)  # STARTTLS
+        self.MAIL_USE_SSL = parse_bool(env("MAIL_USE_SSL"), False)  # TLS from the start (port 465)
+        self.MAIL_USERNAME = env("MAIL_USERNAME") or None
+        self.MAIL_PASSWORD = env("MAIL_PASSWORD") or None
+        self.MAIL_DEFAULT_SENDER = env("MAIL_DEFAULT_SENDER", "firetime@localhost")
+        self.MAIL_TIMEOUT = env_int("MAIL_TIMEOUT", 10)  # seconds for each SMTP step
+        # Seconds before each retry of a failed delivery; after the last one it is failed.
+        self.MAIL_RETRY_DELAYS = [int(s) for s in env("FIRETIME_MAIL_RETRY_DELAYS", "30,120,600").split(",")
+                                  if s.strip()]
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"
         self.SESSION_COOKIE_SECURE = parse_bool(env("FIRETIME_SECURE_COOKIES"), False)

@@ -27,6 +27,7 @@ def create_app(config_class=None):
     extensions.migrate.init_app(app, extensions.db, directory=os.path.join(app.root_path, "..", "migrations"))
     extensions.csrf.init_app(app)
     extensions.htmx.init_app(app)
+    extensions.mail.init_app(app)
     extensions.redis_client.init_app(app)
 
     from webapp import auth, jobs, main, runs, api, cli

@@ -2,6 +2,7 @@
 import redis as redis_lib
 from flask import current_app
 from flask_login import LoginManager
+from flask_mailman import Mail
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
@@ -41,4 +42,5 @@ migrate = Migrate(render_as_batch=True, compare_type=True)  # batch: SQLite can 
 login_manager = LoginManager()
 csrf = CSRFProtect()
 htmx = Htmx()
+mail = Mail()
 redis_client = RedisClient()

@@ -189,8 +189,8 @@ def _remove_from_rq(run: Run):
 
     try:
         RQJob.fetch(run.rq_job_id, connection=redis_client.conn).cancel()
-    except NoSuchJobError:
-        pass
+    except (NoSuchJobError, RedisError):
+        pass  # gone, or Redis away: the claim in the runner refuses a cancelled run anyway
 
 
 def grace_expired(run: Run, now=None) -> bool:

@@ -10,7 +10,7 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job as RQJob
 from sqlalchemy import select
 
-from webapp.execution import livelog
+from webapp.execution import livelog, notify
 from webapp.execution.dispatch import enqueue, grace_expired, release_next
 from webapp.execution.runner import fail_lost_run, finish_run
 from webapp.extensions import db, redis_client
@@ -32,7 +32,7 @@ class Reaper:
         config = current_app.config
         now = utcnow()
         dead_after = timedelta(seconds=config["RUN_DEAD_AFTER"])
-        report = {"lost": 0, "stopped": 0, "requeued": 0, "released": 0}
+        report = {"lost": 0, "stopped": 0, "requeued": 0, "released": 0, "mails": 0}
         in_progress = db.session.scalars(select(Run).where(Run.status == RunStatus.IN_PROGRESS)).all()
         db.session.commit()
         for run in in_progress:
@@ -51,6 +51,7 @@ class Reaper:
                     report["lost"] += 1
         report["requeued"] = self._requeue_lost(now)
         report["released"] = self._release_stalled()
+        report["mails"] = notify.sweep(now)  # report emails whose queueing or retry Redis lost
         if any(report.values()):
             log.info("reaper %s", " ".join(f"{k}={v}" for k, v in report.items()))
         return report

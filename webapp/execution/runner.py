@@ -8,7 +8,7 @@ import traceback
 from flask import current_app
 from sqlalchemy import insert, update
 
-from webapp.execution import livelog
+from webapp.execution import livelog, notify
 from webapp.execution.context import RunCancelled, RunContext
 from webapp.extensions import db, redis_client
 from webapp.jobtypes import registry
@@ -60,10 +60,7 @@ def execute(run_id: int):
 
 def _claim(run_id: int) -> bool:
     worker = os.environ.get("RQ_WORKER_ID") or f"{socket.gethostname()}.{os.getpid()}"
-    result = db.session.execute(
-        update(Run).where(Run.id == run_id, Run.status == RunStatus.QUEUED)
-        .values(status=RunStatus.IN_PROGRESS, started_at=utcnow(), worker_name=worker)
-    )
+    result = db.session.execute(claim_statement(run_id, worker))
     db.session.commit()
     if result.rowcount == 1:
         config = current_app.config
@@ -71,6 +68,11 @@ def _claim(run_id: int) -> bool:
         livelog.mark_started(redis_client.conn, run_id, worker)
         return True
     return False
+
+
+def claim_statement(run_id: int, worker: str):
+    return (update(Run).where(Run.id == run_id, Run.status == RunStatus.QUEUED)
+            .values(status=RunStatus.IN_PROGRESS, started_at=utcnow(), worker_name=worker))
 
 
 def _start_heartbeat(conn, run_id, every, ttl) -> threading.Event:
@@ -126,6 +128,7 @@ def finish_run(run_id: int, status: str, message: str = "", ctx: RunContext | No
     except Exception:
         log.warning("could not mark live log end run=%s", run_id)
     release_next(run.job_id)
+    notify.report_run(run_id)  # queues the report emails; never raises, never waits on SMTP
     return True
 
 

@@ -6,6 +6,7 @@ from typing import Callable
 from marshmallow import Schema, ValidationError
 
 DEFAULT_QUEUE = "default"
+MAIL_QUEUE = "mail"  # run report emails (execution/notify.py), served by the normal workers
 
 
 class UnknownJobType(KeyError):
@@ -101,9 +102,10 @@ def all_types() -> list[JobType]:
 
 
 def queue_names() -> list[str]:
-    """Every queue some job type runs on, the default first."""
+    """Every queue some job type runs on, the default first and the mail queue last (a worker
+    takes runs before report emails)."""
     names = {jt.queue for jt in all_types()}
-    return [DEFAULT_QUEUE] + sorted(names - {DEFAULT_QUEUE})
+    return [DEFAULT_QUEUE] + sorted(names - {DEFAULT_QUEUE, MAIL_QUEUE}) + [MAIL_QUEUE]
 
 
 def load_builtin():
