@@ -1,6 +1,18 @@
+from flask import request
 from flask_wtf import FlaskForm
-from wtforms import StringField
+from marshmallow import fields as mfields
+from marshmallow import missing, validate
+from wtforms import (BooleanField, Form, FormField, HiddenField, RadioField, SelectField, SelectMultipleField,
+                     StringField, TextAreaField)
+from wtforms.fields.choices import SelectChoice as Choice
 from wtforms.validators import Length
+from wtforms.widgets import CheckboxInput, DateTimeLocalInput, ListWidget, NumberInput
+
+from webapp.auth.permissions import sees_installation_jobs
+from webapp.jobs import editing
+from webapp.jobs.editing import PARAM_PREFIX, PLAN_PREFIX, JobInput
+from webapp.models import Scope
+from webapp.scheduling.plans import DAY_NAMES, MAX_EVERY, MAX_POLL_SECONDS, MIN_POLL_SECONDS, PlanError
 
 
 class RunNowForm(FlaskForm):
@@ -10,3 +22,234 @@ class RunNowForm(FlaskForm):
 
 class ConfirmForm(FlaskForm):
     """A form with only the CSRF token, for POST buttons."""
+
+
+# --- the job form ---------------------------------------------------------------------------
+# The fields carry no validators: webapp.jobs.editing checks everything (so that every problem
+# is found in one pass, and the same rules hold without HTTP) and the view puts its messages
+# on the fields. CSRFProtect checks the token of every POST.
+
+KIND_LABELS = {
+    "automatic": "Automatic (declared by the job type)",
+    "interval": "Interval: every N minutes or hours",
+    "period": "Period: from a start, daily, weekly or monthly",
+    "daily": "Days of the week at set times",
+    "cron": "Cron expression",
+    "poll": "Poll: every 1 to 300 seconds",
+    "disabled": "Disabled: only by hand or through the API",
+}
+
+
+# The fields each kind of plan has (parse_plan reads the same names).
+PLAN_FIELDS = {"automatic": (), "interval": ("every", "unit"), "period": ("start", "repeat"),
+               "daily": ("days", "times"), "cron": ("expression",), "poll": ("seconds",), "disabled": ()}
+
+
+class PlanForm(Form):
+    """The plan fields; only those of the chosen kind are shown and read."""
+
+    kind = SelectField("Schedule", choices=[], validate_choice=False)
+    # The kind whose fields the browser shows: after a switch of kind the posted values belong
+    # to the old kind, and the new kind's fields start from the job's plan or their defaults.
+    shown_kind = HiddenField()
+    every = StringField("Every", widget=NumberInput(step=1, min=1, max=MAX_EVERY))
+    unit = SelectField("Unit", choices=[Choice("minutes"), Choice("hours")], default="hours",
+                       validate_choice=False)
+    start = StringField("Start (date and time)", widget=DateTimeLocalInput(),
+                        description="The first run; later runs keep its time of day.")
+    repeat = SelectField("Repeat", choices=[Choice("daily", "Daily"), Choice("weekly", "Weekly"), Choice("monthly", "Monthly")],
+                         validate_choice=False)
+    days = SelectMultipleField("Days", choices=[Choice(str(i), name) for i, name in enumerate(DAY_NAMES)],
+                               default=[str(i) for i in range(7)], validate_choice=False, widget=ListWidget(prefix_label=False),
+                               option_widget=CheckboxInput())
+    times = StringField("Times of day", description="HH:MM, several separated by commas, e.g. 06:00, 18:30")
+    expression = StringField("Cron expression",
+                             description="Five fields: minute hour day-of-month month day-of-week, "
+                                         "e.g. 30 2 * * 1-5")
+    seconds = StringField("Every (seconds)", widget=NumberInput(step=1, min=MIN_POLL_SECONDS, max=MAX_POLL_SECONDS),
+                          description=f"{MIN_POLL_SECONDS} to {MAX_POLL_SECONDS}; 60 when left empty.")
+
+    def shown(self):
+        """The fields of the chosen kind, in order."""
+        return [self[name] for name in PLAN_FIELDS.get(self.kind.data, ())]
+
+    def start_switched_fields(self, initial: dict) -> None:
+        """After a switch of kind, fill the new kind's fields from `initial` or their defaults."""
+        if not self.shown_kind.data or self.shown_kind.data == self.kind.data:
+            return
+        for field in self.shown():
+            name = field.name.removeprefix(PLAN_PREFIX)
+            field.data = initial.get(name, field.default) if initial.get("kind") == self.kind.data \
+                else field.default
+        self.shown_kind.data = self.kind.data
+
+    def raw(self) -> dict:
+        """The plan dict as typed, for webapp.jobs.editing."""
+        plan = {"kind": self.kind.data}
+        for field in self.shown():
+            plan[field.name.removeprefix(PLAN_PREFIX)] = field.data
+        return plan
+
+
+def plan_data(plan: dict | None) -> dict:
+    """A stored plan as the plan fields' initial data."""
+    data = dict(plan or {"kind": "disabled"})
+    data["shown_kind"] = data.get("kind")
+    if "days" in data:
+        data["days"] = [str(day) for day in data["days"]]
+    if isinstance(data.get("times"), list):
+        data["times"] = ", ".join(data["times"])
+    return data
+
+
+class JobForm(FlaskForm):
+    name = StringField("Name", render_kw={"maxlength": 120, "autocomplete": "off"})
+    description = TextAreaField("Description", render_kw={"rows": 2})
+    job_type = SelectField("Job type", choices=[], validate_choice=False)
+    scope = RadioField("Execution", choices=[Choice(Scope.DOMAIN.value, "By domain"),
+                                             Choice(Scope.INSTALLATION.value, "By installation")],
+                       default=Scope.DOMAIN.value, validate_choice=False)
+    domain_id = SelectField("Execution domain", choices=[], validate_choice=False)
+    plan = FormField(PlanForm, separator="-")
+    report_enabled = BooleanField("Send a report when a run ends")
+    report_recipients = StringField("Recipients", description="Email addresses, separated by commas.",
+                                    render_kw={"placeholder": "data-manager@example.org, pi@example.org"})
+    # The job type the posted parameters belong to: after a switch of type they are not read.
+    params_for = HiddenField()
+
+    def set_choices(self, job_types, kinds, domains, installation: bool):
+        self.job_type.choices = [Choice(jt.key, jt.label) for jt in job_types]
+        self.plan.kind.choices = [Choice(kind, KIND_LABELS[kind]) for kind in kinds]
+        self.domain_id.choices = [Choice("", "Choose a domain…")] + [Choice(str(i), label) for i, label in domains]
+        if not installation:
+            self.scope.choices = [c for c in self.scope.choices if c.value != Scope.INSTALLATION]
+
+    def job_input(self, params_form) -> JobInput:
+        return JobInput(
+            name=self.name.data or "", description=self.description.data or "", job_type=self.job_type.data or "",
+            scope=self.scope.data or "", domain_id=self.domain_id.data or None,
+            params=params_form.raw() if params_form is not None else {}, plan=self.plan.raw(),
+            report_enabled=bool(self.report_enabled.data), report_recipients=self.report_recipients.data or "")
+
+    def show_errors(self, errors: dict, params_form) -> None:
+        """Put each message of InvalidJob.errors on its field; the rest on the form."""
+        unplaced = []
+        for key, message in errors.items():
+            field = self._field_for(key, params_form)
+            if field is None:
+                unplaced.append(message)
+            else:
+                field.errors = [*field.errors, message]
+        self.form_errors = [*self.form_errors, *unplaced]
+
+    def _field_for(self, key, params_form):
+        if key.startswith(PLAN_PREFIX):
+            name = key.removeprefix(PLAN_PREFIX)
+            return self.plan[name] if name in self.plan.form._fields else self.plan.kind
+        if key.startswith(PARAM_PREFIX) and params_form is not None:
+            return params_form._fields.get(key.removeprefix(PARAM_PREFIX))
+        return self._fields.get(key)
+
+
+# --- parameters, built from the job type's marshmallow schema -------------------------------
+
+class ParamsForm(Form):
+    def raw(self) -> dict:
+        """Parameter values as typed; blank ones are left out so that their defaults apply."""
+        values = {}
+        for name, field in self._fields.items():
+            if isinstance(field, BooleanField):
+                values[name] = bool(field.data)
+            elif (field.data or "").strip():
+                values[name] = field.data.strip()
+        return values
+
+
+def params_form(job_type, formdata=None, data=None) -> ParamsForm:
+    """A form with one field per parameter: Float/Integer -> number, Boolean -> check box,
+    anything else -> text; the label from the field's metadata "label"."""
+    schema = job_type.params()
+    attrs = {name: _param_field(name, spec) for name, spec in schema.fields.items()}
+    form_class = type("ParamsForm", (ParamsForm,), attrs)
+    values = {name: _default_of(spec) for name, spec in schema.fields.items()}
+    values.update({k: _shown(v) for k, v in (data or {}).items() if k in values})
+    return form_class(formdata, data=values, prefix=PARAM_PREFIX)
+
+
+def _param_field(name, spec):
+    label = spec.metadata.get("label") or name.replace("_", " ").capitalize()
+    description = spec.metadata.get("description", "")
+    if isinstance(spec, mfields.Boolean):
+        return BooleanField(label, description=description)
+    if isinstance(spec, mfields.Number):
+        bounds = {}
+        for validator in spec.validators:
+            if isinstance(validator, validate.Range):
+                bounds.update({k: v for k, v in (("min", validator.min), ("max", validator.max)) if v is not None})
+        step = 1 if isinstance(spec, mfields.Integer) else "any"
+        return StringField(label, description=description, widget=NumberInput(step=step, **bounds))
+    return StringField(label, description=description)
+
+
+def _default_of(spec):
+    default = spec.load_default
+    if default is missing:
+        return None
+    return _shown(default() if callable(default) else default)
+
+
+def _shown(value):
+    """10.0 -> 10, so that a number reads as typed."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# --- building the form for a request ----------------------------------------------------------
+
+def job_form(user, job=None, saving=False):
+    """(form, parameters form or None, job type or None) for a new job or an edit of `job`:
+    posted values over the job's settings or the defaults, with the choices `user` may make.
+    Unless the form is being saved, a schedule kind the chosen type does not offer (after a
+    switch of type) falls back to "disabled"; saving such a kind is refused instead."""
+    initial = _settings_of(job)
+    form = JobForm(data=initial)
+    types = editing.creatable_types(job)
+    if job is not None and job.system:
+        form.job_type.data = job.job_type
+    elif not form.job_type.data:
+        form.job_type.data = types[0].key if types else ""
+    job_type = editing.job_type_or_none(form.job_type.data)
+    kinds = editing.plan_kinds(job_type)
+    form.set_choices(types, kinds, editing.domain_choices(user), sees_installation_jobs(user))
+    if not form.plan.kind.data or (form.plan.kind.data not in kinds and not saving):
+        form.plan.kind.data = "disabled"
+    form.plan.start_switched_fields(initial["plan"])
+    params = None
+    if job_type is not None:
+        posted = request.method == "POST" and form.params_for.data in (None, "", job_type.key)
+        stored = job.params if job is not None and job.job_type == job_type.key else None
+        params = params_form(job_type, request.form if posted else None, stored)
+        form.params_for.data = job_type.key
+    return form, params, job_type
+
+
+def _settings_of(job) -> dict:
+    """The form's initial data: the job's settings, or a new job's defaults."""
+    if job is None:
+        return {"scope": Scope.DOMAIN.value, "plan": plan_data(None)}
+    return {"name": job.name, "description": job.description, "job_type": job.job_type, "scope": job.scope,
+            "domain_id": str(job.domain_id or ""), "plan": plan_data(job.plan),
+            "report_enabled": job.report_enabled, "report_recipients": job.report_recipients}
+
+
+def plan_preview_of(form, job_type, job=None) -> dict:
+    """What the plan as typed would do: {"description", "times"}, or "errors" as (label, message)."""
+    try:
+        result = editing.preview(form.plan.raw(), job_type, previous=job.plan if job else None)
+    except PlanError as exc:
+        fields = form.plan.form._fields
+        return {"description": "", "times": [],
+                "errors": [(fields[k].label.text if k in fields else "Schedule", message)
+                           for k, message in exc.errors.items()]}
+    return {"description": result.description, "times": result.times, "errors": []}

@@ -4,10 +4,10 @@ from flask_login import current_user, login_required
 from webapp.auth.permissions import get_job_or_404, jobs_query
 from webapp.execution import dispatch
 from webapp.extensions import db
-from webapp.jobs import queries
-from webapp.jobs.forms import ConfirmForm, RunNowForm
+from webapp.jobs import editing, queries
+from webapp.jobs.forms import ConfirmForm, RunNowForm, job_form, plan_preview_of
 from webapp.jobtypes import registry
-from webapp.models import Job, Trigger
+from webapp.models import Job, Run, Trigger
 from webapp.pagination import paginate
 from webapp.scheduling import sync
 from webapp.scheduling.plans import PlanError, upcoming
@@ -96,6 +96,118 @@ def skip_next(job_id):
     flash("The next occurrence is cancelled." if run else "The job has no planned occurrence.",
           "success" if run else "error")
     return redirect(url_for("jobs.detail", job_id=job.id))
+
+
+@bp.route("/new", methods=["GET", "POST"])
+def new():
+    """The form for a new job; a valid POST saves and schedules it and opens its page."""
+    saving = _saving()
+    form, params, job_type = job_form(current_user, None, saving)
+    if saving:
+        try:
+            job = editing.create_job(current_user, form.job_input(params))
+        except editing.InvalidJob as exc:
+            form.show_errors(exc.errors, params)
+            return _render_form(form, params, job_type, None, refused=True), 400
+        flash(f"Job “{job.name}” is saved.", "success")
+        return redirect(url_for("jobs.detail", job_id=job.id))
+    return _render_form(form, params, job_type, None)
+
+
+@bp.route("/<int:job_id>/edit", methods=["GET", "POST"])
+def edit(job_id):
+    """The form to change a job; a system job keeps the name, description and type of its code."""
+    job = get_job_or_404(current_user, job_id)
+    saving = _saving()
+    form, params, job_type = job_form(current_user, job, saving)
+    if saving:
+        try:
+            changed = editing.update_job(current_user, job, form.job_input(params))
+        except editing.InvalidJob as exc:
+            form.show_errors(exc.errors, params)
+            return _render_form(form, params, job_type, job, refused=True), 400
+        flash(f"Job “{job.name}” is saved." if changed else "Nothing was changed.",
+              "success" if changed else "info")
+        return redirect(url_for("jobs.detail", job_id=job.id))
+    return _render_form(form, params, job_type, job)
+
+
+@bp.route("/new/type-fields", methods=["POST"], defaults={"job_id": None})
+@bp.route("/<int:job_id>/edit/type-fields", methods=["POST"])
+def type_fields(job_id):
+    """HTMX: the parameter and plan fields of the job type just chosen."""
+    return _form_fragment(job_id, "jobs/_type_fields.html")
+
+
+@bp.route("/new/plan-fields", methods=["POST"], defaults={"job_id": None})
+@bp.route("/<int:job_id>/edit/plan-fields", methods=["POST"])
+def plan_fields(job_id):
+    """HTMX: the fields of the schedule kind just chosen, with their fire times."""
+    return _form_fragment(job_id, "jobs/_plan_fields.html")
+
+
+@bp.route("/plan-preview", methods=["POST"], defaults={"job_id": None})
+@bp.route("/<int:job_id>/plan-preview", methods=["POST"])
+def plan_preview(job_id):
+    """HTMX: the next five fire times of the plan as typed (or what is wrong with it)."""
+    return _form_fragment(job_id, "jobs/_plan_preview.html")
+
+
+@bp.route("/<int:job_id>/remove", methods=["POST"])
+def remove(job_id):
+    """Take the job off its plan; it stays listed and can be restored."""
+    job = get_job_or_404(current_user, job_id)
+    running = db.session.scalar(Run.active_for(job.id).limit(1))
+    note = f" Run #{running.id} goes on." if running is not None else ""
+    return _act(job, editing.remove_job, f"“{job.name}” is removed: it no longer runs on its plan.{note}")
+
+
+@bp.route("/<int:job_id>/restore", methods=["POST"])
+def restore(job_id):
+    """Put a removed job back on its plan."""
+    job = get_job_or_404(current_user, job_id)
+    return _act(job, editing.restore_job, f"“{job.name}” is restored and runs on its plan again.")
+
+
+@bp.route("/<int:job_id>/delete", methods=["POST"])
+def delete(job_id):
+    """Delete the job (not a system job); its runs' files and its audit trail stay."""
+    job = get_job_or_404(current_user, job_id)
+    return _act(job, editing.delete_job, f"“{job.name}” is deleted. The files of its runs stay in the archive.",
+                then=url_for("jobs.list"))
+
+
+def _act(job, action, done, then=None):
+    try:
+        action(current_user, job)
+    except editing.NotAllowed as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("jobs.detail", job_id=job.id))
+    flash(done, "success")
+    return redirect(then or url_for("jobs.detail", job_id=job.id))
+
+
+def _saving() -> bool:
+    """A POST of the form's save button (not of a no-JavaScript "show the fields" button)."""
+    return request.method == "POST" and "refresh" not in request.form
+
+
+def _form_fragment(job_id, template):
+    job = get_job_or_404(current_user, job_id) if job_id is not None else None
+    form, params, job_type = job_form(current_user, job)
+    return render_template(template, **_form_context(form, params, job_type, job))
+
+
+def _render_form(form, params, job_type, job, refused=False):
+    return render_template("jobs/form.html", refused=refused, **_form_context(form, params, job_type, job))
+
+
+def _form_context(form, params, job_type, job):
+    key = {"job_id": job.id} if job is not None else {}
+    return dict(form=form, params=params, job_type=job_type, job=job, preview=plan_preview_of(form, job_type, job),
+                type_fields_url=url_for("jobs.type_fields", **key),
+                plan_fields_url=url_for("jobs.plan_fields", **key),
+                preview_url=url_for("jobs.plan_preview", **key))
 
 
 def _job_type(job):

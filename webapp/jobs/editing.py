@@ -1,0 +1,411 @@
+"""Creating, editing, removing, restoring and deleting jobs, callable without HTTP.
+
+The views turn a form into a `JobInput` (plain values as typed) and call these functions.
+Every check collects its problems into `InvalidJob.errors`, keyed by the name of the form
+input they belong to (`name`, `domain_id`, `plan-every`, `param-duration` ...), so that a
+form can show each message next to its field. Nothing is written unless every check passes.
+"""
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from email_validator import EmailNotValidError, validate_email
+from redis.exceptions import RedisError
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from webapp.auth.permissions import domains_for_new_jobs, sees_installation_jobs
+from webapp.extensions import db
+from webapp.jobtypes import registry
+from webapp.models import Domain, Job, JobState, Scope
+from webapp.models.audit import record
+from webapp.models.types import utcnow
+from webapp.scheduling import sync
+from webapp.scheduling.plans import KINDS, PlanError, parse_plan, upcoming
+
+log = logging.getLogger(__name__)
+
+NAME_MAX = 120  # the column's length
+DESCRIPTION_MAX = 2000
+RECIPIENTS_MAX = 2000
+PREVIEW_COUNT = 5
+# Plans whose fire times count from an anchor set when the plan is saved.
+ANCHORED = ("interval", "poll")
+# What the form puts in front of a plan field's or a parameter's name.
+PLAN_PREFIX, PARAM_PREFIX = "plan-", "param-"
+
+
+class InvalidJob(ValueError):
+    """The input is refused; errors maps form input name -> message."""
+
+    def __init__(self, errors: dict[str, str]):
+        self.errors = dict(errors)
+        super().__init__("; ".join(f"{k}: {v}" for k, v in self.errors.items()))
+
+
+class NotAllowed(Exception):
+    """The action does not apply to the job in its present state (the message says why)."""
+
+
+@dataclass
+class JobInput:
+    """What a job form submits, as typed. Parameters are raw values by parameter name
+    (blank ones left out so that their defaults apply); the plan is a plan dict without anchor."""
+
+    name: str = ""
+    description: str = ""
+    job_type: str = ""
+    scope: str = Scope.DOMAIN
+    domain_id: str | int | None = None
+    params: dict = field(default_factory=dict)
+    plan: dict = field(default_factory=lambda: {"kind": "disabled"})
+    report_enabled: bool = False
+    report_recipients: str = ""
+
+
+# --- choices a form offers ----------------------------------------------------------------
+
+def creatable_types(job: Job | None = None) -> list[registry.JobType]:
+    """The job types a job may have: the user-creatable ones, plus the job's own type."""
+    types = [jt for jt in registry.all_types() if jt.user_creatable]
+    if job is not None and job.job_type not in {jt.key for jt in types}:
+        own = job_type_or_none(job.job_type)
+        if own is not None:
+            types.append(own)
+    return sorted(types, key=lambda jt: jt.label.lower())
+
+
+def job_type_or_none(key: str | None) -> registry.JobType | None:
+    try:
+        return registry.get(key) if key else None
+    except registry.UnknownJobType:
+        return None
+
+
+def plan_kinds(job_type: registry.JobType | None) -> list[str]:
+    """Plan kinds a job of this type may have: "automatic" only if the type declares a plan."""
+    return [kind for kind in KINDS if kind != "automatic" or (job_type and job_type.automatic_plan)]
+
+
+def domain_choices(user) -> list[tuple[int, str]]:
+    """(id, "Study A › Site A1") for each domain the user may put a job in, sorted by that path."""
+    allowed = db.session.scalars(domains_for_new_jobs(user)).all()
+    parents = dict(db.session.execute(select(Domain.id, Domain.parent_id)).all())
+    names = dict(db.session.execute(select(Domain.id, Domain.name)).all())
+
+    def path(domain_id):
+        parts, seen = [], set()
+        while domain_id is not None and domain_id not in seen:
+            seen.add(domain_id)
+            parts.append(names[domain_id])
+            domain_id = parents.get(domain_id)
+        return " › ".join(reversed(parts))
+
+    return sorted(((d.id, path(d.id)) for d in allowed), key=lambda choice: choice[1].lower())
+
+
+# --- plans ----------------------------------------------------------------------------------
+
+def check_plan(raw: dict, job_type: registry.JobType | None, *, now: datetime,
+               previous: dict | None = None) -> dict:
+    """The plan to store for `raw` (raises PlanError, keyed by plan field name).
+
+    Interval and poll plans count from the moment they are saved (`now`). Saving a job again
+    with the same interval keeps the anchor it had, so editing the description does not move
+    the job's rhythm; a changed interval starts again from `now`."""
+    kind = raw.get("kind")
+    if kind not in plan_kinds(job_type):
+        if kind == "automatic":
+            raise PlanError({"kind": "This job type declares no automatic schedule."})
+        raise PlanError({"kind": "Choose one of the listed schedule kinds."})
+    automatic = job_type.automatic_plan if job_type else None
+    stored = parse_plan(raw, automatic=automatic, now=now).to_dict()
+    if kind in ANCHORED and previous and previous.get("kind") == kind and previous.get("anchor"):
+        kept = {**stored, "anchor": previous["anchor"]}
+        try:
+            if parse_plan(kept).to_dict() == kept:
+                return kept
+        except PlanError:
+            pass  # a broken stored anchor: start again from now
+    return stored
+
+
+@dataclass(frozen=True)
+class Preview:
+    description: str  # "every 12 hours"
+    times: list[datetime]  # aware UTC
+
+
+def preview(raw: dict, job_type: registry.JobType | None, *, previous: dict | None = None,
+            now: datetime | None = None, count: int = PREVIEW_COUNT) -> Preview:
+    """What the plan would do if it were saved now: its first `count` fire times (raises PlanError)."""
+    now = (now or utcnow()).replace(microsecond=0)
+    stored = check_plan(raw, job_type, now=now, previous=previous)
+    plan = parse_plan(stored, automatic=job_type.automatic_plan if job_type else None)
+    # As sync.first_fire: a plan saved now may fire now (an interval's first run).
+    return Preview(plan.describe(), upcoming(plan, now - timedelta(seconds=1), sync.timezone(), count))
+
+
+# --- the other fields -----------------------------------------------------------------------
+
+def parse_recipients(text: str) -> list[str]:
+    """Addresses from "a@x.org, b@y.org" (commas, semicolons or new lines), normalised;
+    raises ValueError naming the first address that is not valid."""
+    addresses = []
+    for part in (text or "").replace(";", ",").replace("\n", ",").split(","):
+        address = part.strip()
+        if not address:
+            continue
+        try:
+            valid = validate_email(address, check_deliverability=False)
+        except EmailNotValidError as exc:
+            raise ValueError(f"“{address}” is not a valid email address: {exc}") from None
+        if valid.normalized.lower() not in {a.lower() for a in addresses}:
+            addresses.append(valid.normalized)
+    return addresses
+
+
+def _check_params(job_type: registry.JobType, raw: dict, errors: dict) -> dict:
+    try:
+        loaded = job_type.load_params(raw)
+    except registry.InvalidArguments as exc:
+        for name, message in exc.errors.items():
+            if message == "Missing data for required field.":
+                message = "A value is required."
+            errors[f"{PARAM_PREFIX}{name}" if name in job_type.params().fields else "params"] = message
+        return {}
+    return job_type.params().dump(loaded)  # JSON-safe values, defaults filled in
+
+
+def _name_taken(name: str, job: Job | None) -> bool:
+    query = select(Job.id).where(Job.deleted_at.is_(None), func.lower(Job.name) == name.lower())
+    if job is not None:
+        query = query.where(Job.id != job.id)
+    return db.session.scalar(query.limit(1)) is not None
+
+
+def _check_execution(user, data: JobInput, errors: dict) -> tuple[str, int | None]:
+    if data.scope == Scope.INSTALLATION:
+        if not sees_installation_jobs(user):
+            errors["scope"] = "You may only create jobs that run by domain."
+        return Scope.INSTALLATION, None
+    if data.scope != Scope.DOMAIN:
+        errors["scope"] = "Choose by domain or by installation."
+        return Scope.DOMAIN, None
+    try:
+        domain_id = int(data.domain_id)
+    except (TypeError, ValueError):
+        errors["domain_id"] = "Choose the domain the job runs in."
+        return Scope.DOMAIN, None
+    allowed = db.session.scalar(domains_for_new_jobs(user).where(Domain.id == domain_id))
+    if allowed is None:
+        # Also what a forged id of a domain the user may not see gets: nothing is revealed.
+        errors["domain_id"] = "You cannot put a job in this domain; choose one of the listed domains."
+        return Scope.DOMAIN, None
+    return Scope.DOMAIN, domain_id
+
+
+def check(user, data: JobInput, job: Job | None = None, *, now: datetime | None = None) -> dict:
+    """The settings to store for `data` (a new job, or an edit of `job`); raises InvalidJob
+    with every problem found. System jobs keep the name, description, type and execution
+    their job type declares, whatever is posted."""
+    now = (now or utcnow()).replace(microsecond=0)
+    errors: dict[str, str] = {}
+    if job is not None and job.system:
+        name, description = job.name, job.description
+        job_type_key, scope, domain_id = job.job_type, job.scope, job.domain_id
+        job_type = job_type_or_none(job_type_key)
+    else:
+        name = " ".join((data.name or "").split())
+        description = (data.description or "").strip()
+        if not name:
+            errors["name"] = "A name is required."
+        elif len(name) > NAME_MAX:
+            errors["name"] = f"At most {NAME_MAX} characters."
+        elif _name_taken(name, job):
+            errors["name"] = _name_taken_message(name)
+        if len(description) > DESCRIPTION_MAX:
+            errors["description"] = f"At most {DESCRIPTION_MAX} characters."
+        job_type_key = data.job_type
+        job_type = job_type_or_none(job_type_key)
+        if job_type is None or job_type.key not in {jt.key for jt in creatable_types(job)}:
+            errors["job_type"] = "Choose one of the listed job types."
+            job_type = None
+        scope, domain_id = _check_execution(user, data, errors)
+
+    params = _check_params(job_type, data.params, errors) if job_type else {}
+    try:
+        plan = check_plan(data.plan, job_type, now=now, previous=job.plan if job is not None else None)
+    except PlanError as exc:
+        errors.update({f"{PLAN_PREFIX}{k}": v for k, v in exc.errors.items()})
+        plan = None
+
+    recipients = []
+    if len(data.report_recipients or "") > RECIPIENTS_MAX:
+        errors["report_recipients"] = f"At most {RECIPIENTS_MAX} characters."
+    else:
+        try:
+            recipients = parse_recipients(data.report_recipients)
+        except ValueError as exc:
+            errors["report_recipients"] = str(exc)
+    if data.report_enabled and not recipients and "report_recipients" not in errors:
+        errors["report_recipients"] = "Give at least one address to send the report to."
+
+    if errors:
+        raise InvalidJob(errors)
+    return dict(name=name, description=description, job_type=job_type_key, scope=scope,
+                domain_id=domain_id, params=params, plan=plan, report_enabled=bool(data.report_enabled),
+                report_recipients=", ".join(recipients))
+
+
+SETTINGS = ("name", "description", "job_type", "scope", "domain_id", "params", "plan", "report_enabled",
+            "report_recipients")
+
+
+def settings_of(job: Job) -> dict:
+    return {key: getattr(job, key) for key in SETTINGS}
+
+
+def _for_audit(settings: dict) -> dict:
+    """Settings as the audit trail keeps them: with the domain's name beside its id."""
+    shown = dict(settings)
+    if "domain_id" in shown:
+        domain = db.session.get(Domain, shown["domain_id"]) if shown["domain_id"] else None
+        shown["domain"] = domain.name if domain else None
+    return shown
+
+
+def _iso(moment):
+    return moment.isoformat() if moment else None
+
+
+# --- the actions ----------------------------------------------------------------------------
+
+def _schedule(job: Job, now: datetime) -> None:
+    """What sync.reschedule does, with the `now` the plan was checked with: an interval
+    anchored at `now` then fires at `now`, however long the save took."""
+    job.next_fire_at = sync.first_fire(job, now) if job.schedulable else None
+
+
+def _place(job: Job) -> None:
+    try:
+        sync.place(job)
+    except RedisError:
+        # The database holds the next fire time; the scheduler's resync places it.
+        log.warning("could not place the next occurrence job=%s; the next resync will", job.id)
+
+
+def _name_taken_message(name: str) -> str:
+    return f"A job named “{name}” already exists; choose another name."
+
+
+def _write_or_name_taken(name: str, write) -> None:
+    """flush or commit; a unique-name violation (another save took the name between the
+    check and the write) becomes the same message as the check's."""
+    try:
+        write()
+    except IntegrityError:
+        db.session.rollback()
+        raise InvalidJob({"name": _name_taken_message(name)}) from None
+
+
+def create_job(user, data: JobInput, *, now: datetime | None = None) -> Job:
+    """Save a new job, audit it and put its first occurrence in the scheduler."""
+    now = (now or utcnow()).replace(microsecond=0)
+    settings = check(user, data, now=now)
+    job = Job(**settings, state=JobState.ACTIVE, system=False, created_by_id=getattr(user, "id", None))
+    db.session.add(job)
+    _schedule(job, now)
+    _write_or_name_taken(settings["name"], db.session.flush)  # the audit record needs the job's id
+    record("create", "job", job, actor=user, after={**_for_audit(settings), "state": job.state,
+                                                    "next_fire_at": _iso(job.next_fire_at)})
+    _write_or_name_taken(settings["name"], db.session.commit)
+    _place(job)
+    log.info("job created job=%s type=%s by=%s", job.id, job.job_type, getattr(user, "username", None))
+    return job
+
+
+def update_job(user, job: Job, data: JobInput, *, now: datetime | None = None) -> dict:
+    """Save the changed settings of a job; returns {setting: (before, after)} of what changed
+    (empty: nothing to save). Audited; rescheduled when its plan (or type) changed."""
+    now = (now or utcnow()).replace(microsecond=0)
+    settings = check(user, data, job, now=now)
+    Job.lock(job.id)  # no fire of this job interleaves with the change
+    db.session.refresh(job)
+    before = settings_of(job)
+    changed = {key: (before[key], settings[key]) for key in SETTINGS if before[key] != settings[key]}
+    if not changed:
+        db.session.rollback()
+        return {}
+    for key, (_, value) in changed.items():
+        setattr(job, key, value)
+    fire_before = job.next_fire_at
+    replan = "plan" in changed or "job_type" in changed
+    if replan:
+        _schedule(job, now)
+    audit_before = _for_audit({k: old for k, (old, _) in changed.items()})
+    audit_after = _for_audit({k: new for k, (_, new) in changed.items()})
+    if replan and fire_before != job.next_fire_at:
+        audit_before["next_fire_at"], audit_after["next_fire_at"] = _iso(fire_before), _iso(job.next_fire_at)
+    record("edit", "job", job, actor=user, before=audit_before, after=audit_after)
+    _write_or_name_taken(settings["name"], db.session.commit)
+    if replan:
+        _place(job)
+    return changed
+
+
+def _locked(job: Job) -> Job:
+    Job.lock(job.id)
+    db.session.refresh(job)
+    return job
+
+
+def remove_job(user, job: Job) -> None:
+    """Take the job off its plan: it stays listed, with no next fire time. A run in progress
+    goes on; the job can be restored."""
+    job = _locked(job)
+    if job.state != JobState.ACTIVE:
+        db.session.rollback()
+        raise NotAllowed(f"“{job.name}” is already {job.state}.")
+    before = {"state": job.state, "next_fire_at": _iso(job.next_fire_at)}
+    job.state = JobState.REMOVED
+    job.next_fire_at = None
+    record("remove", "job", job, actor=user, before=before, after={"state": job.state, "next_fire_at": None})
+    db.session.commit()
+    _place(job)  # takes its occurrence out of the scheduler
+
+
+def restore_job(user, job: Job, *, now: datetime | None = None) -> None:
+    """Put a removed job back on its plan; its next fire time is computed from now."""
+    now = (now or utcnow()).replace(microsecond=0)
+    job = _locked(job)
+    if job.state != JobState.REMOVED:
+        db.session.rollback()
+        raise NotAllowed(f"Only a removed job can be restored; “{job.name}” is {job.state}.")
+    job.state = JobState.ACTIVE
+    try:
+        _schedule(job, now)
+    except (PlanError, registry.UnknownJobType) as exc:
+        db.session.rollback()
+        raise NotAllowed(f"“{job.name}” cannot be restored: its plan is invalid ({exc}). Edit it first.") \
+            from None
+    record("restore", "job", job, actor=user, before={"state": JobState.REMOVED, "next_fire_at": None},
+           after={"state": job.state, "next_fire_at": _iso(job.next_fire_at)})
+    db.session.commit()
+    _place(job)
+
+
+def delete_job(user, job: Job, *, now: datetime | None = None) -> None:
+    """Delete the job: it leaves every list and frees its name. Its runs, their files and
+    its audit trail stay. System jobs, declared in code, cannot be deleted."""
+    now = now or utcnow()
+    job = _locked(job)
+    if job.system:
+        db.session.rollback()
+        raise NotAllowed(f"“{job.name}” is a system job and cannot be deleted; remove it to stop it running.")
+    before = {**_for_audit(settings_of(job)), "state": job.state, "next_fire_at": _iso(job.next_fire_at)}
+    job.deleted_at = now
+    job.next_fire_at = None
+    record("delete", "job", job, actor=user, before=before, after={"deleted_at": _iso(job.deleted_at)})
+    db.session.commit()
+    _place(job)
