@@ -1,9 +1,7 @@
 """Real parts: a private redis-server per test session, a real database (SQLite, or a fresh
 PostgreSQL database when TEST_DATABASE_URL points at a server), real worker processes."""
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,46 +16,15 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from webapp.devrun import PrivateRedis, free_port  # noqa: E402,F401  (free_port: used by tests)
 
 
-class RedisServer:
-    """A redis-server of our own, so tests can stop and restart it."""
-
-    def __init__(self, workdir):
-        self.port = free_port()
-        self.workdir = workdir
-        self.proc = None
-
-    @property
-    def url(self):
-        return f"redis://127.0.0.1:{self.port}/0"
-
+class RedisServer(PrivateRedis):
     def start(self):
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.exit("redis-server is not installed (Debian/Ubuntu: apt-get install redis-server)", 2)
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis_lib.Redis.from_url(self.url)
-        for _ in range(100):
-            try:
-                client.ping()
-                return
-            except redis_lib.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self):
-        if self.proc:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
+        try:
+            return super().start()
+        except RuntimeError as exc:
+            pytest.exit(str(exc), 2)
 
 
 @pytest.fixture(scope="session")

@@ -62,9 +62,16 @@ def _configure_logging(app):
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
+_wal_set = []  # once per process (and its forks): a new connection each run need not repeat it
+
+
 def _sqlite_pragmas(dbapi_connection, connection_record):
     """SQLite: WAL so readers never block the writer; wait for locks instead of failing."""
     cursor = dbapi_connection.cursor()
-    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000", "foreign_keys=ON"):
+    # WAL stays set in the database file; the others hold per connection.
+    for pragma in ("synchronous=NORMAL", "busy_timeout=30000", "foreign_keys=ON"):
         cursor.execute(f"PRAGMA {pragma}")
+    if not _wal_set:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        _wal_set.append(True)
     cursor.close()

@@ -2,6 +2,7 @@
 web, worker and scheduler together with honcho, and stop the private Redis afterwards."""
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -18,8 +19,53 @@ def answers(url: str) -> bool:
         return False
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class PrivateRedis:
+    """A redis-server of our own (for `make run`, the tests and the benchmarks), keeping
+    nothing on disk, that can be stopped and started again on the same port."""
+
+    def __init__(self, workdir, port=None):
+        self.port = port or free_port()
+        self.workdir = str(workdir)
+        self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self):
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (Debian/Ubuntu: apt-get install redis-server; "
+                               "macOS: brew install redis)")
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self.workdir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            if answers(self.url):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("the private redis-server did not start")
+
+    def stop(self):
+        if self.proc:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+
 def ensure_redis(instance_dir: str):
-    """Return (url, process-or-None)."""
+    """Return (url, PrivateRedis-or-None)."""
     if os.environ.get("REDIS_URL"):
         url = os.environ["REDIS_URL"]
         if not answers(url):
@@ -29,22 +75,14 @@ def ensure_redis(instance_dir: str):
     for url in ("redis://127.0.0.1:6379/0", f"redis://127.0.0.1:{PRIVATE_PORT}/0"):
         if answers(url):
             return url, None
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         sys.exit("No Redis answers on 127.0.0.1:6379 and redis-server is not installed.\n"
                  "Install it (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis) "
                  "or set REDIS_URL.")
     os.makedirs(instance_dir, exist_ok=True)
-    process = subprocess.Popen([binary, "--port", str(PRIVATE_PORT), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", instance_dir], stdout=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{PRIVATE_PORT}/0"
-    for _ in range(100):
-        if answers(url):
-            print(f"Started a private redis-server on port {PRIVATE_PORT}.", flush=True)
-            return url, process
-        time.sleep(0.1)
-    process.terminate()
-    sys.exit("The private redis-server did not start.")
+    server = PrivateRedis(instance_dir, PRIVATE_PORT).start()
+    print(f"Started a private redis-server on port {PRIVATE_PORT}.", flush=True)
+    return server.url, server
 
 
 def main():
@@ -64,8 +102,7 @@ def main():
         return 0
     finally:
         if process is not None:
-            process.terminate()
-            process.wait(10)
+            process.stop()
 
 
 if __name__ == "__main__":

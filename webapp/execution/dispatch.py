@@ -106,25 +106,31 @@ def skip_next_occurrence(job: Job, user=None) -> Run | None:
 def release_next(job_id: int):
     """Hand the oldest waiting run of the job to RQ, if nothing of the job is active there."""
     Job.lock(job_id)
-    busy = db.session.scalar(
+    waiting = pick_next(job_id)
+    db.session.commit()
+    if waiting is not None:
+        enqueue(waiting)
+    return waiting
+
+
+def pick_next(job_id: int, check_busy: bool = True) -> Run | None:
+    """Inside a transaction holding the job's lock: mark the oldest waiting run of the job as
+    handed to RQ, unless a run of the job is in progress or already handed over. The caller
+    commits, then enqueues it."""
+    if check_busy and db.session.scalar(
         select(Run.id).where(
             Run.job_id == job_id,
             (Run.status == RunStatus.IN_PROGRESS)
             | ((Run.status == RunStatus.QUEUED) & Run.enqueued_at.isnot(None)),
         ).limit(1)
-    )
-    waiting = None
-    if busy is None:
-        waiting = db.session.scalar(
-            select(Run).where(Run.job_id == job_id, Run.status == RunStatus.QUEUED, Run.enqueued_at.is_(None))
-            .order_by(Run.id).limit(1)
-        )
-    if waiting is None:
-        db.session.commit()
+    ) is not None:
         return None
-    waiting.enqueued_at = utcnow()
-    db.session.commit()
-    enqueue(waiting)
+    waiting = db.session.scalar(
+        select(Run).where(Run.job_id == job_id, Run.status == RunStatus.QUEUED, Run.enqueued_at.is_(None))
+        .order_by(Run.id).limit(1)
+    )
+    if waiting is not None:
+        waiting.enqueued_at = utcnow()
     return waiting
 
 

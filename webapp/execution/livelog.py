@@ -24,9 +24,10 @@ def set_progress(conn, run_id, percent, message):
         pipe.execute()
 
 
-def mark_started(conn, run_id, worker):
-    """The run left the queue: live readers refresh its status."""
+def mark_started(conn, run_id, worker, alive_ttl):
+    """The run left the queue: its first heartbeat, and live readers refresh its status."""
     with conn.pipeline(transaction=False) as pipe:
+        pipe.set(ALIVE.format(run_id), 1, ex=alive_ttl)
         pipe.hset(STATE.format(run_id), mapping={"progress": 0, "message": "started", "status": "in_progress"})
         pipe.xadd(STREAM.format(run_id), {"t": "status", "status": "in_progress", "worker": worker})
         pipe.execute()

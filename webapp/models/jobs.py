@@ -74,9 +74,11 @@ class Job(db.Model):
     @classmethod
     def lock(cls, job_id: int) -> None:
         """Serialise work on one job until the surrounding transaction commits."""
-        db.session.execute(
-            update(cls).where(cls.id == job_id).values(dispatch_seq=cls.dispatch_seq + 1)
-        )
+        # updated_at stays: taking the lock is not an edit of the job. No session objects to
+        # synchronise: the commit that ends the lock expires them anyway.
+        db.session.execute(update(cls).where(cls.id == job_id)
+                           .values(dispatch_seq=cls.dispatch_seq + 1, updated_at=cls.updated_at)
+                           .execution_options(synchronize_session=False))
 
     def __repr__(self):
         return f"<Job {self.id} {self.name}>"

@@ -8,7 +8,6 @@ from zoneinfo import ZoneInfo
 from flask import current_app
 from rq.job import Job as RQJob
 from rq_scheduler import Scheduler
-from sqlalchemy import select
 
 from webapp.extensions import db, redis_client
 from webapp.jobtypes import registry

@@ -1,0 +1,419 @@
+"""Throughput of no-op work: plain RQ jobs against Firetime runs, with the same forking worker.
+
+    .venv/bin/python bench/throughput.py                       # 500 jobs, 3 rounds, SQLite
+    .venv/bin/python bench/throughput.py --jobs 300 --rounds 5
+    .venv/bin/python bench/throughput.py --database-url postgresql://postgres@127.0.0.1:5432/test
+
+Each round drains N jobs twice, in alternating order (plain first in odd rounds, Firetime
+first in even ones), every time with a fresh worker process in burst mode:
+
+  plain RQ   N calls of bench.noop.noop, queued with enqueue_many in one pipeline, drained by
+             a small `rq.Worker(queues, connection).work(burst=True)` process;
+  Firetime   N self-test jobs (duration 0: two log lines) with one run each, queued through
+             webapp.execution.dispatch.request_run, drained by `python worker.py --burst`
+             (FiretimeWorker, a subclass of rq.Worker, on all Firetime queues).
+             One job per run, because runs of one job never overlap and would wait in the DB.
+
+Both sides are timed the same two ways and both are printed:
+  wall   worker process start (just before Popen) to process exit: includes the interpreter
+         start and the imports (rq alone for plain, the Flask app for Firetime);
+  drain  first job's started_at to last job's ended_at, read from RQ's own job hashes:
+         excludes start-up and exit, so it is the steady per-job cost.
+Queuing is not timed. Everything runs against a private redis-server on a free port and a
+database made for the run (SQLite in a temp dir, or a fresh PostgreSQL database created on the
+server given by --database-url and dropped at the end), migrated with flask_migrate.upgrade.
+An untimed empty burst of each worker comes first; workers keep byte code in a cache in the temp
+dir (PYTHONPYCACHEPREFIX), so start-up is not inflated where PYTHONDONTWRITEBYTECODE is set.
+After each Firetime round every run must be SUCCEEDED with its log lines in run_log_lines, or the
+script stops with status 1. Worker logs go to files (see --log-dir), not to the terminal.
+"""
+import argparse
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from webapp.devrun import PrivateRedis  # noqa: E402
+
+NOOP = "bench.noop.noop"
+# The plain RQ worker: the same forking rq.Worker that FiretimeWorker extends, with logging set
+# up as worker.py does (root handler at INFO, work(logging_level="INFO")), on the same queues.
+PLAIN_WORKER = """\
+import logging, sys
+import redis
+from rq import Worker
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+conn = redis.Redis.from_url(sys.argv[1], health_check_interval=30, socket_connect_timeout=5)
+Worker(sys.argv[2].split(","), connection=conn).work(burst=True, logging_level="INFO")
+"""
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def RedisServer(workdir):
+    return PrivateRedis(workdir)
+
+
+class Database:
+    """SQLite in the temp dir, or a fresh database on the PostgreSQL server of --database-url."""
+
+    def __init__(self, base_url, tmp):
+        self.base_url = base_url
+        self.tmp = tmp
+        self.admin = None
+        self.name = None
+        self.driver = "sqlite"
+
+    def create(self) -> str:
+        if not self.base_url:
+            return f"sqlite:///{self.tmp / 'db' / 'firetime.db'}"
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.base_url)
+        if not url.drivername.startswith("postgresql"):
+            raise BenchError("--database-url must be a postgresql:// URL (SQLite is the default)")
+        self.driver = url.get_driver_name()
+        self.name = f"firetime_bench_{uuid.uuid4().hex[:10]}"
+        self.admin = create_engine(url, isolation_level="AUTOCOMMIT")
+        with self.admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{self.name}"'))
+        return url.set(database=self.name).render_as_string(hide_password=False)
+
+    @property
+    def kind(self):
+        return "postgresql" if self.base_url else "sqlite"
+
+    def drop(self):
+        if self.admin is None:
+            return
+        from sqlalchemy import text
+
+        with self.admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        self.admin.dispose()
+        self.admin = None
+
+
+def log_to_file(path):
+    """Send every Python log record of this process to one file, nothing to the terminal."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    for logger in logging.Logger.manager.loggerDict.values():  # alembic's fileConfig disables some
+        if isinstance(logger, logging.Logger):
+            logger.disabled = False
+            for old in list(logger.handlers):
+                logger.removeHandler(old)
+
+
+def tail(path, lines=30) -> str:
+    try:
+        return "".join(Path(path).read_text(errors="replace").splitlines(keepends=True)[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class Bench:
+    def __init__(self, options, tmp, logdir, redis_server):
+        from webapp.extensions import redis_client
+        from webapp.jobtypes.registry import queue_names
+
+        self.options = options
+        self.tmp = tmp
+        self.logdir = logdir
+        self.redis_url = redis_server.url
+        self.conn = redis_client.conn
+        self.queues = queue_names()
+        self.timeout = 120 + options.jobs  # seconds: far beyond 1 job/s
+        # Workers may keep byte code (in a cache of our own, not in the source tree): both sides then
+        # start as a deployed worker would, even where PYTHONDONTWRITEBYTECODE is set.
+        self.worker_env = {k: v for k, v in os.environ.items()
+                           if k not in ("FIRETIME_ENV", "PYTHONDONTWRITEBYTECODE")}
+        self.worker_env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
+
+    # -- the two sides -------------------------------------------------------------------------
+    def plain_round(self, label):
+        from rq import Queue
+
+        n = self.options.jobs
+        self.conn.flushdb()
+        queue = Queue(self.queues[0], connection=self.conn)
+        with self.conn.pipeline() as pipe:
+            jobs = queue.enqueue_many(
+                [Queue.prepare_data(NOOP, args=(i,), timeout=6 * 3600, result_ttl=600, failure_ttl=7 * 86400,
+                                    description=f"noop {i}") for i in range(n)],
+                pipeline=pipe)
+            pipe.execute()
+        ids = [job.id for job in jobs]
+        if queue.count != n:
+            raise BenchError(f"plain RQ: {queue.count} jobs queued, expected {n}")
+        argv = [sys.executable, "-c", PLAIN_WORKER, self.redis_url, ",".join(self.queues)]
+        timing = self._time_worker(argv, ids, self.logdir / f"{label}-plain.log")
+        self._check_rq_finished(ids, "plain RQ", timing["log"])
+        return timing
+
+    def firetime_round(self, label):
+        from sqlalchemy import delete, func, select
+
+        from webapp.execution.dispatch import request_run
+        from webapp.extensions import db
+        from webapp.models import AuditEvent, Job, Run, RunLogLine, RunStatus, Scope
+
+        n = self.options.jobs
+        self.conn.flushdb()
+        # One self-test job per run: runs of one job never overlap, they would wait in the DB.
+        jobs = [Job(name=f"bench {label} #{i}", job_type="system.selftest", scope=Scope.INSTALLATION,
+                    plan={"kind": "disabled"}, params={"duration": 0, "lines_per_second": 0})
+                for i in range(n)]
+        db.session.add_all(jobs)
+        db.session.commit()
+        runs = [request_run(job) for job in jobs]  # creates the Run and enqueues its RQ job
+        run_ids = [run.id for run in runs]
+        rq_ids = [run.rq_job_id for run in runs]
+        job_ids = [job.id for job in jobs]
+        db.session.remove()  # the worker must not find us in a transaction
+        queued = sum(self._queue_count(q) for q in self.queues)
+        if queued != n:
+            raise BenchError(f"Firetime: {queued} RQ jobs queued, expected {n}")
+
+        argv = [sys.executable, str(ROOT / "worker.py"), "--burst"]
+        timing = self._time_worker(argv, rq_ids, self.logdir / f"{label}-firetime.log")
+        self._check_rq_finished(rq_ids, "Firetime", timing["log"])
+
+        # Every run must have succeeded and have its log lines in run_log_lines.
+        statuses = dict(db.session.execute(
+            select(Run.status, func.count()).where(Run.id.in_(run_ids)).group_by(Run.status)).all())
+        if statuses != {RunStatus.SUCCEEDED: n}:
+            bad = db.session.execute(select(Run.id, Run.status, Run.message).where(
+                Run.id.in_(run_ids), Run.status != RunStatus.SUCCEEDED).limit(5)).all()
+            raise BenchError(f"Firetime runs not all succeeded: {statuses}; e.g. {bad}\n"
+                             f"worker log {timing['log']}:\n{tail(timing['log'])}")
+        per_run = dict(db.session.execute(
+            select(RunLogLine.run_id, func.count()).where(RunLogLine.run_id.in_(run_ids))
+            .group_by(RunLogLine.run_id)).all())
+        expected = dict(db.session.execute(select(Run.id, Run.line_count).where(Run.id.in_(run_ids))).all())
+        missing = [rid for rid in run_ids if per_run.get(rid, 0) < 2 or per_run.get(rid) != expected[rid]]
+        if missing:
+            raise BenchError(f"Firetime: {len(missing)} runs lack their log lines in run_log_lines, "
+                             f"e.g. run {missing[0]}: {per_run.get(missing[0], 0)} rows, "
+                             f"line_count {expected[missing[0]]}")
+
+        # Start every round from an empty runs table, so rounds stay alike (not timed). If some
+        # newer table refers to these rows, keep them: the next round only has more rows around.
+        try:
+            db.session.execute(delete(RunLogLine).where(RunLogLine.run_id.in_(run_ids)))
+            db.session.execute(delete(AuditEvent).where(AuditEvent.object_id.in_(job_ids),
+                                                        AuditEvent.object_type == "job"))
+            db.session.execute(delete(Run).where(Run.id.in_(run_ids)))
+            db.session.execute(delete(Job).where(Job.id.in_(job_ids)))
+            db.session.commit()
+        except Exception:
+            db.session.rollback()
+            logging.getLogger(__name__).warning("could not delete the rows of %s", label, exc_info=True)
+        db.session.remove()
+        return timing
+
+    # -- shared ----------------------------------------------------------------------------------
+    def _queue_count(self, name):
+        from rq import Queue
+
+        return Queue(name, connection=self.conn).count
+
+    def _time_worker(self, argv, rq_ids, log_path):
+        """Run one burst worker; wall = process start to exit, drain = from RQ's timestamps."""
+        from rq.job import Job as RQJob
+
+        with open(log_path, "wb") as log:
+            t0_wall = time.time()
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(argv, cwd=ROOT, env=self.worker_env, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                code = proc.wait(self.timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise BenchError(f"worker still running after {self.timeout} s; log {log_path}:\n"
+                                 f"{tail(log_path)}") from None
+            except BaseException:  # Ctrl-C, SIGTERM: the worker is in its own session, end it too
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise
+            wall = time.perf_counter() - t0
+        if code != 0:
+            raise BenchError(f"worker exited with status {code}; log {log_path}:\n{tail(log_path)}")
+        jobs = [job for job in RQJob.fetch_many(rq_ids, connection=self.conn) if job is not None]
+        if len(jobs) != len(rq_ids) or any(job.started_at is None or job.ended_at is None for job in jobs):
+            raise BenchError(f"{len(rq_ids) - len(jobs)} RQ jobs gone or without timestamps; log {log_path}")
+        first = min(job.started_at for job in jobs).astimezone(UTC).timestamp()
+        last = max(job.ended_at for job in jobs).astimezone(UTC).timestamp()
+        return {"wall": wall, "startup": first - t0_wall, "drain": last - first, "jobs": len(rq_ids),
+                "log": log_path}
+
+    def _check_rq_finished(self, rq_ids, side, log_path):
+        statuses = self._rq_statuses(rq_ids)
+        if statuses != {"finished"}:
+            raise BenchError(f"{side}: RQ job statuses {statuses}, expected all finished; log {log_path}:\n"
+                             f"{tail(log_path)}")
+        left = sum(self._queue_count(q) for q in self.queues)
+        if left:
+            raise BenchError(f"{side}: {left} jobs still queued after the burst worker exited")
+
+    def _rq_statuses(self, rq_ids):
+        from rq.job import Job as RQJob
+
+        return {getattr(status, "value", status) if job else "missing"
+                for job in RQJob.fetch_many(rq_ids, connection=self.conn)
+                for status in [job.get_status(refresh=False) if job else None]}
+
+    def warm_up(self):
+        """One empty burst of each worker, untimed: byte-code caches and page cache are warm."""
+        self.conn.flushdb()
+        for argv, name in ((([sys.executable, "-c", PLAIN_WORKER, self.redis_url, ",".join(self.queues)]),
+                            "plain"), ([sys.executable, str(ROOT / "worker.py"), "--burst"], "firetime")):
+            path = self.logdir / f"warmup-{name}.log"
+            with open(path, "wb") as log:
+                code = subprocess.call(argv, cwd=ROOT, env=self.worker_env, stdin=subprocess.DEVNULL, stdout=log,
+                                       stderr=subprocess.STDOUT, timeout=120)
+            if code != 0:
+                raise BenchError(f"{name} worker does not start (status {code}); log {path}:\n{tail(path)}")
+
+
+def rate(timing, key):
+    return timing["jobs"] / timing[key] if timing[key] > 0 else float("inf")
+
+
+HEADER = (f"{'round':>5}  {'side':<9} {'jobs':>5}  {'wall s':>7}  {'start s':>7}  {'drain s':>7}"
+          f"  {'/s wall':>8}  {'/s drain':>8}  {'ms/job':>7}")
+
+
+def print_row(round_no, side, t):
+    print(f"{round_no:>5}  {side:<9} {t['jobs']:>5}  {t['wall']:7.2f}  {t['startup']:7.2f}  {t['drain']:7.2f}"
+          f"  {rate(t, 'wall'):8.1f}  {rate(t, 'drain'):8.1f}  {1000 * t['drain'] / t['jobs']:7.1f}", flush=True)
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def summary(results, key, options, db_kind, how):
+    plain = statistics.median(rate(r["plain"], key) for r in results)
+    fire = statistics.median(rate(r["firetime"], key) for r in results)
+    ratio = statistics.median(rate(r["firetime"], key) / rate(r["plain"], key) for r in results)
+    return (f"plain RQ {plain:.1f} jobs/s, Firetime {fire:.1f} jobs/s, ratio {ratio:.2f} "
+            f"(median of {len(results)} rounds, {options.jobs} jobs, {db_kind}; {how})")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=500, help="jobs per side and round (default 500)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, each plain + Firetime (default 3)")
+    parser.add_argument("--database-url", help="a PostgreSQL server URL, e.g. postgresql://postgres@127.0.0.1:5432/"
+                                               "test: a fresh database is created on it and dropped at the end "
+                                               "(default: SQLite in a temp dir)")
+    parser.add_argument("--log-dir", help="keep the worker logs here (default: a temp dir, removed at the end)")
+    options = parser.parse_args(argv)
+    if options.jobs < 1 or options.rounds < 1:
+        parser.error("--jobs and --rounds must be at least 1")
+
+    # SIGTERM ends the run through the finally blocks, like Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    tmp = Path(tempfile.mkdtemp(prefix="firetime-bench-"))
+    logdir = Path(options.log_dir).resolve() if options.log_dir else tmp / "logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+    log_to_file(logdir / "bench.log")
+    redis_server = RedisServer(tmp)
+    database = Database(options.database_url, tmp)
+    app_ctx = None
+    try:
+        redis_server.start()
+        database_url = database.create()
+        # Read by Config at create_app, and inherited by the worker processes.
+        os.environ.update({
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_server.url,
+            "FIRETIME_INSTANCE_DIR": str(tmp / "instance"),
+            "FIRETIME_FILES_DIR": str(tmp / "instance" / "files"),
+        })
+        os.environ.pop("FIRETIME_ENV", None)
+        from flask_migrate import upgrade
+
+        from config import Config
+        from webapp import create_app
+
+        app = create_app(Config)
+        app_ctx = app.app_context()
+        app_ctx.push()
+        with open(logdir / "bench.log", "a") as out, contextlib.redirect_stderr(out), contextlib.redirect_stdout(out):
+            upgrade()
+        log_to_file(logdir / "bench.log")  # undo alembic's logging set-up
+
+        bench = Bench(options, tmp, logdir, redis_server)
+        bench.warm_up()
+        print(f"Throughput of no-op jobs: {options.jobs} jobs per side, {options.rounds} rounds, {database.kind}"
+              f" (driver {database.driver}), one forking worker process in burst mode per side and round, "
+              f"{os.cpu_count()} CPUs, "
+              f"load average {load_average()}.")
+        print("wall = worker process start to exit (imports included); start = process start to first job start;\n"
+              "drain = first job start to last job end (RQ timestamps, imports excluded); ms/job = drain / jobs.")
+        print(HEADER, flush=True)
+        results = []
+        for round_no in range(1, options.rounds + 1):
+            sides = ["plain", "firetime"] if round_no % 2 else ["firetime", "plain"]
+            result = {}
+            for side in sides:
+                label = f"round{round_no}"
+                result[side] = bench.plain_round(label) if side == "plain" else bench.firetime_round(label)
+                print_row(round_no, "plain RQ" if side == "plain" else "Firetime", result[side])
+            results.append(result)
+        print()
+        print(summary(results, "wall", options, database.kind, "worker process start to exit, imports included"))
+        print(summary(results, "drain", options, database.kind, "first job start to last job end, "
+                                                                 "imports excluded"))
+        print(f"Every Firetime run succeeded with its log lines in run_log_lines. Load average now "
+              f"{load_average()}.")
+        if options.log_dir:
+            print(f"Worker logs: {logdir}")
+        return 0
+    except BenchError as exc:
+        print(f"\nFAILED: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if app_ctx is not None:
+            from webapp.extensions import db
+
+            db.session.remove()
+            db.engine.dispose()
+            app_ctx.pop()
+        redis_server.stop()
+        try:
+            database.drop()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
