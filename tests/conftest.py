@@ -140,8 +140,10 @@ class Process:
         # Output goes to a file: a pipe nobody reads would fill up and block a chatty worker.
         self.log_path = log_path
         with open(log_path, "wb") as log:
+            # RQ sets RQ_WORKER_ID / RQ_JOB_ID in a process that ran a worker in-process: not ours.
+            inherited = {k: v for k, v in os.environ.items() if not k.startswith("RQ_")}
             self.proc = subprocess.Popen([sys.executable, str(ROOT / "worker.py"), *args], cwd=ROOT,
-                                         env={**os.environ, **env}, start_new_session=True,
+                                         env={**inherited, **env}, start_new_session=True,
                                          stdout=log, stderr=subprocess.STDOUT)
 
     def children(self) -> list[int]:

@@ -26,11 +26,13 @@ class NotRunnable(Exception):
 
 def request_run(job: Job, *, trigger=Trigger.HAND, user=None, args: str = "") -> Run:
     """Queue a run asked for by a person, the API or the CLI; it waits behind an active run."""
-    if not job.is_live or job.state != JobState.ACTIVE:
-        state = "deleted" if not job.is_live else job.state
-        raise NotRunnable(f"Job {job.name!r} is {state}; restore it before running it.")
     registry.get(job.job_type).params_for_run(job.params, args)  # refuse bad arguments now
     Job.lock(job.id)
+    db.session.refresh(job)  # as it is now, under the lock (not removed meanwhile)
+    if not job.is_live or job.state != JobState.ACTIVE:
+        db.session.rollback()
+        state = "deleted" if not job.is_live else job.state
+        raise NotRunnable(f"Job {job.name!r} is {state}; restore it before running it.")
     ahead = db.session.scalar(Run.active_for(job.id).limit(1))
     run = Run(job_id=job.id, trigger=trigger, requested_by_id=getattr(user, "id", None), args=args or "")
     if ahead is None:
@@ -50,10 +52,22 @@ def fire_occurrence(job_id: int, fire_at_iso: str):
     fire_at = datetime.fromisoformat(fire_at_iso)
     Job.lock(job_id)
     job = db.session.get(Job, job_id, populate_existing=True)
+    from webapp.scheduling.sync import next_fire, place
+
     if job is None or not job.schedulable or job.next_fire_at != fire_at:
-        db.session.rollback()  # stale: the plan changed or another scheduler fired it
+        # Stale: the plan changed or another scheduler fired it. A place() of the new time may
+        # have raced the scheduler's removal of this entry, so put the current one back.
+        db.session.rollback()
+        if job is not None and job.schedulable and job.next_fire_at is not None:
+            place(job)
         return None
     now = utcnow()
+    if db.session.scalar(select(Run.id).where(Run.job_id == job.id, Run.occurrence_at == fire_at)):
+        # Already claimed (skipped by hand, then the plan was restored to this time): move on.
+        job.next_fire_at = next_fire(job, after=max(fire_at, now))
+        db.session.commit()
+        place(job)
+        return None
     ahead = db.session.scalar(Run.active_for(job.id).limit(1))
     run = Run(job_id=job.id, trigger=Trigger.PLAN, occurrence_at=fire_at)
     if ahead is None:
@@ -61,8 +75,6 @@ def fire_occurrence(job_id: int, fire_at_iso: str):
     else:
         run.status, run.finished_at = RunStatus.SKIPPED, now
         run.message = f"Skipped: run #{ahead.id} of this job was still {ahead.status_label.lower()}."
-    from webapp.scheduling.sync import next_fire, place
-
     job.prev_fire_at = fire_at
     job.next_fire_at = next_fire(job, after=max(fire_at, now))
     db.session.add(run)
@@ -168,7 +180,7 @@ def cancel_run(run: Run, user=None) -> str:
 
     if run.status == RunStatus.QUEUED:
         if finish_run(run.id, RunStatus.CANCELLED, f"Cancelled by {getattr(user, 'username', 'system')} "
-                                                   "before it started."):
+                                                   "before it started.", only=(RunStatus.QUEUED,)):
             _remove_from_rq(run)
             record("cancel", "run", run, actor=user, object_name=run.job.name, domain_id=run.job.domain_id)
             db.session.commit()

@@ -1,7 +1,5 @@
 """The live side of a run in Redis: a stream of log lines and progress, a progress hash,
 the worker's heartbeat and the cancel flag. The database keeps the durable copy."""
-import json
-
 STREAM = "firetime:run:{}:log"
 STATE = "firetime:run:{}:state"
 ALIVE = "firetime:run:{}:alive"
@@ -86,7 +84,3 @@ def request_cancel(conn, run_id):
 
 def cancel_requested(conn, run_id) -> bool:
     return bool(conn.exists(CANCEL.format(run_id)))
-
-
-def encode_event(fields: dict) -> str:
-    return json.dumps(fields)

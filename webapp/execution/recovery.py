@@ -8,6 +8,7 @@ from flask import current_app
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job as RQJob
+from rq.job import JobStatus
 from sqlalchemy import select
 
 from webapp.execution import livelog, notify
@@ -18,6 +19,18 @@ from webapp.models import Run, RunStatus
 from webapp.models.types import utcnow
 
 log = logging.getLogger(__name__)
+
+
+# RQ states of a job that a worker will still take; any other, while the run is queued in the
+# database, means RQ lost or gave up on it (Redis emptied, a crash while it was being claimed).
+WILL_RUN = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
+
+
+def _rq_status(rq_job_id):
+    try:
+        return RQJob.fetch(rq_job_id, connection=redis_client.conn).get_status(refresh=False)
+    except NoSuchJobError:
+        return None
 
 
 class Reaper:
@@ -35,6 +48,8 @@ class Reaper:
         report = {"lost": 0, "stopped": 0, "requeued": 0, "released": 0, "mails": 0}
         in_progress = db.session.scalars(select(Run).where(Run.status == RunStatus.IN_PROGRESS)).all()
         db.session.commit()
+        for gone in set(self.suspects) - {run.id for run in in_progress}:
+            del self.suspects[gone]  # ended some other way
         for run in in_progress:
             if run.cancel_requested_at:
                 livelog.request_cancel(conn, run.id)  # again, in case Redis lost the flag
@@ -71,7 +86,7 @@ class Reaper:
             Run.status == RunStatus.QUEUED, Run.enqueued_at.isnot(None), Run.enqueued_at < stale)).all()
         count = 0
         for run in runs:
-            if not RQJob.exists(run.rq_job_id, connection=redis_client.conn):
+            if _rq_status(run.rq_job_id) not in WILL_RUN:
                 enqueue(run)
                 count += 1
         db.session.commit()

@@ -158,12 +158,13 @@ def _start_heartbeat(conn, run_id, every, ttl) -> threading.Event:
 
 
 def finish_run(run_id: int, status: str, message: str = "", ctx: RunContext | None = None,
-               lines: list | None = None, job_id: int | None = None) -> bool:
+               lines: list | None = None, job_id: int | None = None, only=ACTIVE_STATUSES) -> bool:
     """Record a run's end once: the first caller wins (runner, cancel, reaper, stop callback).
 
     The job is locked first, then the run (the order every writer of a job's runs keeps), and
     the job's next waiting run is handed over in the same transaction, so a run asked for
-    while this one ended cannot be left waiting."""
+    while this one ended cannot be left waiting. `only` narrows which statuses may end (a
+    cancel of a waiting run must not end one a worker has just started)."""
     from webapp.execution.dispatch import enqueue, pick_next
 
     job_id = job_id or (ctx.job_id if ctx else db.session.scalar(select(Run.job_id).where(Run.id == run_id)))
@@ -171,7 +172,7 @@ def finish_run(run_id: int, status: str, message: str = "", ctx: RunContext | No
         db.session.rollback()
         return False
     Job.lock(job_id)
-    result = db.session.execute(update(Run).where(Run.id == run_id, Run.status.in_(ACTIVE_STATUSES))
+    result = db.session.execute(update(Run).where(Run.id == run_id, Run.status.in_(only))
                                 .values(**_end_values(status, message, ctx, lines))
                                 .execution_options(synchronize_session=False))
     if result.rowcount != 1:

@@ -19,6 +19,12 @@ class FiretimeWorker(Worker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.handoff_dir = tempfile.mkdtemp(prefix="firetime-worker-")  # private: mode 0700
+
+    def work(self, *args, **kwargs):
+        try:
+            return super().work(*args, **kwargs)
+        finally:
+            shutil.rmtree(self.handoff_dir, ignore_errors=True)
     def execute_job(self, job, queue):
         from webapp.execution import runner
 
@@ -28,8 +34,14 @@ class FiretimeWorker(Worker):
         # Claim and record the end here, on the worker's warm connection; the horse only runs
         # the job code (see runner.preclaimed and runner.handoff).
         run_id = int(job.id[len(RUN_PREFIX):])
-        claimed = runner.preclaimed[run_id] = runner.claim(run_id, self.name)
-        path = runner.handoff[run_id] = os.path.join(self.handoff_dir, f"run-{run_id}.outcome")
+        path = os.path.join(self.handoff_dir, f"run-{run_id}.outcome")
+        try:
+            claimed = runner.preclaimed[run_id] = runner.claim(run_id, self.name)
+            runner.handoff[run_id] = path
+        except Exception:  # database away for a moment: the horse claims and finishes by itself
+            log.exception("claim in the worker failed run=%s; the work horse will try", run_id)
+            db.session.rollback()
+            claimed = None
         db.session.remove()  # no connection in use at the fork: the horse gets a pool of its own
         try:
             return super().execute_job(job, queue)
@@ -53,16 +65,15 @@ class FiretimeWorker(Worker):
             return
         from webapp.execution.runner import fail_lost_run
 
-        how = f"signal {os.WTERMSIG(ret_val)}" if ret_val and os.WIFSIGNALED(ret_val) else f"status {ret_val}"
+        if ret_val is None:  # RQ killed it: it ran far past its time limit
+            reason = "The job ran past its time limit and its work horse was killed."
+        else:
+            how = f"signal {os.WTERMSIG(ret_val)}" if os.WIFSIGNALED(ret_val) else f"status {ret_val}"
+            reason = f"The worker process running this job ended unexpectedly ({how})."
         try:
-            fail_lost_run(int(job.id[len(RUN_PREFIX):]), f"The worker process running this job ended "
-                                                          f"unexpectedly ({how}).")
+            fail_lost_run(int(job.id[len(RUN_PREFIX):]), reason)
         finally:
             db.session.remove()
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}.{os.getpid()}"
 
 
 def warm_up():
@@ -85,8 +96,7 @@ def warm_up():
 
 def run_worker(queues, connection, burst=False, with_scheduler=False):
     warm_up()
-    worker = FiretimeWorker(queues, connection=connection, name=worker_name(), job_monitoring_interval=5)
-    try:
-        return worker.work(burst=burst, with_scheduler=with_scheduler, logging_level="INFO")
-    finally:
-        shutil.rmtree(worker.handoff_dir, ignore_errors=True)
+    # Named by host and process, never by an inherited RQ_WORKER_ID (that names a horse's worker).
+    worker = FiretimeWorker(queues, connection=connection, name=f"{socket.gethostname()}.{os.getpid()}",
+                            job_monitoring_interval=5)
+    return worker.work(burst=burst, with_scheduler=with_scheduler, logging_level="INFO")

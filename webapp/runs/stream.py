@@ -43,8 +43,9 @@ def events(run_id: int, conn, last_id: str = "0-0", block_ms: int = KEEPALIVE_MS
             time.sleep(1)
             entries = []
         if not entries:
-            if _finished(run_id):  # the stream expired or Redis was emptied after the end
-                yield sse("end", json.dumps({"status": db.session.get(Run, run_id).status}))
+            status = _final_status(run_id)
+            if status:  # the stream expired or Redis was emptied after the end
+                yield sse("end", json.dumps({"status": status}))
                 return
             yield ": keep-alive\n\n"
             continue
@@ -63,10 +64,13 @@ def events(run_id: int, conn, last_id: str = "0-0", block_ms: int = KEEPALIVE_MS
                 return
 
 
-def _finished(run_id) -> bool:
+def _final_status(run_id) -> str | None:
+    """The run's status once it is over ("gone" if it was purged meanwhile), else None."""
     status = db.session.scalar(select(Run.status).where(Run.id == run_id))
     db.session.remove()
-    return status is None or status not in ("queued", "in_progress")
+    if status is None:
+        return "gone"
+    return None if status in ("queued", "in_progress") else status
 
 
 def _replay(run):

@@ -59,6 +59,7 @@ class FiretimeScheduler(Scheduler):
         now = time.monotonic()
         if now >= self._next_resync:
             self._next_resync = now + self.app.config["RESYNC_SECONDS"]
+            sync.ensure_system_jobs()
             sync.resync()
         if now >= self._next_reap:
             self._next_reap = now + self.app.config["REAP_SECONDS"]
@@ -66,12 +67,10 @@ class FiretimeScheduler(Scheduler):
 
 
 def run_scheduler(app, connection, burst=False):
-    """Run until stopped; if Redis goes away, wait for it and carry on."""
+    """Run until stopped; if Redis goes away, wait for it and carry on. System jobs are created
+    by the first pass's housekeeping."""
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    with app.app_context():
-        sync.ensure_system_jobs()
-        db.session.remove()
     while True:
         try:
             FiretimeScheduler(app, connection=connection).run(burst=burst)

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 from flask import current_app
 from rq.job import Job as RQJob
 from rq_scheduler import Scheduler
+from sqlalchemy.exc import IntegrityError
 
 from webapp.extensions import db, redis_client
 from webapp.jobtypes import registry
@@ -75,15 +76,15 @@ def resync(now: datetime | None = None) -> dict:
         elif job.next_fire_at is None:
             job.next_fire_at = first_fire(job, now)
         if job.next_fire_at is not None:
-            wanted[occurrence_id(job.id)] = job
+            wanted[occurrence_id(job.id)] = (job, job.next_fire_at)  # the time as read, before commit
     db.session.commit()
     with conn.pipeline(transaction=False) as pipe:
         for member in wanted:
             pipe.exists(RQJob.key_for(member))
         hashes_present = dict(zip(wanted, pipe.execute(), strict=True))
     placed = 0
-    for member, job in wanted.items():
-        if held.get(member) != job.next_fire_at.timestamp() or not hashes_present[member]:
+    for member, (job, at) in wanted.items():
+        if held.get(member) != at.timestamp() or not hashes_present[member]:
             place(job, conn)
             placed += 1
     stray = [member for member in held if member.startswith(OCCURRENCE_PREFIX) and member not in wanted]
@@ -111,12 +112,18 @@ def ensure_system_jobs() -> list[Job]:
         if spec is None:
             continue
         exists = db.session.scalar(Job.live().where(Job.job_type == job_type.key, Job.system.is_(True)))
-        if exists is None:
-            job = Job(name=spec.name, description=spec.description, job_type=job_type.key,
-                      scope=Scope.INSTALLATION, plan={"kind": "automatic"}, system=True, params={})
-            db.session.add(job)
-            created.append(job)
-    db.session.commit()
+        if exists is not None:
+            continue
+        job = Job(name=spec.name, description=spec.description, job_type=job_type.key,
+                  scope=Scope.INSTALLATION, plan={"kind": "automatic"}, system=True, params={})
+        db.session.add(job)
+        try:
+            db.session.commit()
+        except IntegrityError:  # another scheduler made it first, or a user job has the name
+            db.session.rollback()
+            log.warning("system job %r not created: its name is taken", spec.name)
+            continue
+        created.append(job)
     for job in created:
         reschedule(job)
     return created
