@@ -664,6 +664,9 @@ def test_switching_the_schedule_kind_swaps_in_that_kinds_fields(admin):
     kind_select = next(n for n in page.iter() if n.tag == "select" and n.attrs.get("name") == "plan-kind")
     assert kind_select.attrs["hx-post"] == "/jobs/new/plan-fields"
     assert kind_select.attrs["hx-target"] == "#plan-fields"
+    # Typing in any plan field asks for the preview; the listener sits outside the swapped fields.
+    previewer = next(n for n in page.iter() if n.attrs.get("hx-post") == "/jobs/plan-preview")
+    assert previewer.attrs["hx-trigger"].startswith("input") and previewer.attrs["hx-target"] == "#plan-preview"
 
     form = new_job_form(admin, plan__kind="daily")
     form["plan-shown_kind"] = "disabled"  # the browser still shows the disabled plan's (no) fields
@@ -671,7 +674,7 @@ def test_switching_the_schedule_kind_swaps_in_that_kinds_fields(admin):
     assert response.status_code == 200
     fragment = html(response)
     root = next(fragment.iter())
-    assert root.attrs["id"] == "plan-fields" and root.attrs["hx-post"] == "/jobs/plan-preview"
+    assert root.attrs["id"] == "plan-fields"
     assert field_block(fragment, "plan-times") and field_block(fragment, "plan-days")
     assert fragment.find(data_field="plan-every") is None
     # A new daily plan starts with every day ticked.
