@@ -1,5 +1,6 @@
-"""RQ's forking worker, taught about Firetime runs: a fresh database connection in every
-work horse, and a run failed at once when its work horse dies."""
+"""RQ's forking worker, taught about Firetime runs: the worker claims a run and records its
+end on its own warm connection, the horse only runs the job code, and a run is failed at once
+when its work horse dies."""
 import gc
 import logging
 import os
@@ -25,6 +26,7 @@ class FiretimeWorker(Worker):
             return super().work(*args, **kwargs)
         finally:
             shutil.rmtree(self.handoff_dir, ignore_errors=True)
+
     def execute_job(self, job, queue):
         from webapp.execution import runner
 
@@ -51,6 +53,9 @@ class FiretimeWorker(Worker):
             if claimed is not None:
                 try:
                     runner.collect(run_id, path)
+                except Exception:  # database away: the reaper fails the silent run, log kept
+                    log.exception("could not record the end of run=%s", run_id)
+                    db.session.rollback()
                 finally:
                     db.session.remove()
 
