@@ -7,6 +7,7 @@ as in real use); the test's own database reads happen in short `with app.app_con
 blocks. CSRF protection is on: every POST carries the token of the page, as a browser would.
 The server time zone is Europe/Amsterdam (tests/conftest.py).
 """
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from html.parser import HTMLParser
@@ -743,6 +744,7 @@ def test_editing_keeps_an_intervals_rhythm_unless_the_interval_changes(app, admi
     [event] = audits(app, job_id, "edit")
     assert set(event.after) == {"description"}
 
+    time.sleep(1.1)  # so that a kept anchor and a new one differ
     later = utcnow().replace(microsecond=0)
     saved(admin.post(f"/jobs/{job_id}/edit", data=new_job_form(admin, description="Renamed only",
                                                                 plan__kind="interval", plan__every="3",

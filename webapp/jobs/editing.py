@@ -120,7 +120,7 @@ def check_plan(raw: dict, job_type: registry.JobType | None, *, now: datetime,
         raise PlanError({"kind": "Choose one of the listed schedule kinds."})
     automatic = job_type.automatic_plan if job_type else None
     stored = parse_plan(raw, automatic=automatic, now=now).to_dict()
-    if kind in ANCHORED and previous and previous.get("kind") == kind and previous.get("anchor"):
+    if kind in ANCHORED and previous and previous.get("anchor") and _without_anchor(previous) == _without_anchor(stored):
         kept = {**stored, "anchor": previous["anchor"]}
         try:
             if parse_plan(kept).to_dict() == kept:
@@ -128,6 +128,10 @@ def check_plan(raw: dict, job_type: registry.JobType | None, *, now: datetime,
         except PlanError:
             pass  # a broken stored anchor: start again from now
     return stored
+
+
+def _without_anchor(plan: dict) -> dict:
+    return {key: value for key, value in plan.items() if key != "anchor"}
 
 
 @dataclass(frozen=True)
