@@ -129,16 +129,21 @@ def test_a_post_without_a_valid_csrf_token_is_refused(app, client, token):
     assert login_events(app) == []
 
 
+def assert_sign_in_refused(app, client, username):
+    """The right password, yet the same answer as a wrong one, nobody signed in, nothing audited."""
+    response = post_login(client, username, "pw")
+    assert response.status_code == 400
+    assert WRONG in response.get_data(as_text=True)
+    assert signed_in_as(client) is None
+    assert login_events(app) == []
+
+
 def test_a_system_account_cannot_sign_in_even_with_a_password(app, client):
     with app.app_context():
         robot = make_user(Role.SYSTEM, username="robot")
         robot.set_password("pw")  # system accounts get none; suppose one got one anyway
         db.session.commit()
-    response = post_login(client, "robot", "pw")
-    assert response.status_code == 400
-    assert WRONG in response.get_data(as_text=True)
-    assert signed_in_as(client) is None
-    assert login_events(app) == []
+    assert_sign_in_refused(app, client, "robot")
     with app.app_context():
         assert db.session.scalar(select(User.last_login_at).where(User.username == "robot")) is None
 
@@ -148,11 +153,7 @@ def test_an_inactive_user_cannot_sign_in(app, client):
         user = make_user(username="gone")
         user.active = False
         db.session.commit()
-    response = post_login(client, "gone", "pw")
-    assert response.status_code == 400
-    assert WRONG in response.get_data(as_text=True)
-    assert signed_in_as(client) is None
-    assert login_events(app) == []
+    assert_sign_in_refused(app, client, "gone")
 
 
 def test_a_deactivated_user_is_signed_out_on_the_next_request(app, client):
