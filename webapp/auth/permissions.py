@@ -78,11 +78,3 @@ def domains_for_new_jobs(user):
     domains = visible_domain_ids(user)
     query = select(Domain).order_by(Domain.name)
     return query if domains is None else query.where(Domain.id.in_(domains or {-1}))
-
-
-def can_manage_queues(user) -> bool:
-    return user.role in (Role.SUPERADMIN, Role.SYSADMIN)
-
-
-def is_superadmin(user) -> bool:
-    return user.role == Role.SUPERADMIN
