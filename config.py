@@ -64,6 +64,17 @@ class Config:
         self.SESSION_COOKIE_SECURE = parse_bool(env("FIRETIME_SECURE_COOKIES"), False)
         self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
         self.WTF_CSRF_TIME_LIMIT = None  # tokens last the session; a console tab stays open all day
+        # A signed-in session ends after this many minutes without a request (server-side).
+        self.SESSION_IDLE_MINUTES = env_int("FIRETIME_SESSION_IDLE_MINUTES", 480)
+        # Requests are small except uploads; views that take files raise this for themselves.
+        self.MAX_CONTENT_LENGTH = env_int("FIRETIME_MAX_REQUEST_BYTES", 1024 * 1024)
+        self.MAX_FORM_MEMORY_SIZE = self.MAX_CONTENT_LENGTH
+        # Sign-in throttling (Flask-Limiter on the same Redis, in memory when Redis is away):
+        # failed sign-ins per account and per address, and bad API tokens per address.
+        self.RATELIMIT_STORAGE_URI = env("FIRETIME_RATELIMIT_STORAGE_URI", self.REDIS_URL)
+        self.LOGIN_FAILURES_PER_ACCOUNT = env("FIRETIME_LOGIN_FAILURES_PER_ACCOUNT", "5 per 5 minutes")
+        self.LOGIN_FAILURES_PER_ADDRESS = env("FIRETIME_LOGIN_FAILURES_PER_ADDRESS", "30 per 5 minutes")
+        self.API_TOKEN_FAILURES_PER_ADDRESS = env("FIRETIME_API_TOKEN_FAILURES_PER_ADDRESS", "30 per minute")
         # OpenAPI document, generated from the API code by flask-smorest.
         self.API_TITLE = "Firetime API"
         self.API_VERSION = "1"

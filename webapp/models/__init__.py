@@ -1,5 +1,5 @@
 """All models, imported here so that Alembic and the app see the whole schema."""
-from webapp.models.accounts import ApiToken, Domain, Role, User  # noqa: F401
+from webapp.models.accounts import ApiToken, Domain, Role, User, UserSession  # noqa: F401
 from webapp.models.audit import AuditEvent  # noqa: F401
 from webapp.models.jobs import Job, JobState, Scope  # noqa: F401
 from webapp.models.runs import Run, RunFile, RunLogLine, RunStatus, Trigger  # noqa: F401

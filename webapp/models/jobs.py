@@ -54,6 +54,9 @@ class Job(db.Model):
     # Bumped by every dispatch: the UPDATE takes the job's row lock (PostgreSQL) or the
     # write lock (SQLite) first, so dispatches of one job never interleave.
     dispatch_seq: Mapped[int] = mapped_column(default=0)
+    # Bumped by every saved edit: a form carries the version it was opened at, and a save
+    # from a stale form is refused instead of silently reverting someone else's change.
+    version: Mapped[int] = mapped_column(default=1, server_default="1")
 
     domain: Mapped[Domain | None] = relationship()
     run_as: Mapped[User | None] = relationship(foreign_keys=[run_as_id])
