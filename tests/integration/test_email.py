@@ -249,13 +249,27 @@ def test_finishing_twice_and_queueing_twice_send_one_mail(ctx, smtp, start_worke
         assert notify._enqueue(d.id, 0) and notify._enqueue(d.id, 0)
     start_worker(mail_env(smtp.port))
     wait_for(lambda: all_sent(run.id), 15, message="report emails sent")
-    time.sleep(0.3)  # the extra copies of the job are worked too, and send nothing
+    # The extra copies of the job are worked too, and send nothing: wait until the worker has
+    # taken every copy off the mail queue and is idle again, then count.
+    wait_for(mail_queue_drained, 15, message="every copy worked")
     assert db.session.scalar(select(func.count()).select_from(EmailDelivery)) == 2
     for address in EXPECTED:
         (message,) = smtp.inbox.to(address)
         assert message["Subject"] == f"[Firetime] Nightly import: Cancelled (run #{run.id})"
         assert "Note:\n  Cancelled by system before it started." in text_and_html(message)[0]
     assert all(d.attempts == 1 for d in deliveries(run.id))
+
+
+def mail_queue_drained() -> bool:
+    from rq import Queue, Worker
+    from rq.registry import StartedJobRegistry
+
+    from webapp.extensions import redis_client
+
+    conn = redis_client.conn
+    queue = Queue(notify.MAIL_QUEUE, connection=conn)
+    return (queue.count == 0 and not StartedJobRegistry(queue=queue).get_job_ids(cleanup=False)
+            and all(worker.get_state() == "idle" for worker in Worker.all(connection=conn)))
 
 
 def test_redis_away_at_the_end_of_a_run_leaves_deliveries_for_the_sweep(ctx, smtp, start_worker, monkeypatch):

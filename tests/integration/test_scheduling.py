@@ -1,5 +1,4 @@
 """Planned fires: rq-scheduler holds the next occurrence, the database claims it."""
-import time
 from datetime import timedelta
 
 from sqlalchemy import func, select
@@ -107,7 +106,13 @@ def test_two_schedulers_fire_every_occurrence_exactly_once(ctx, start_process, w
     for job in jobs:
         sync.reschedule(job)
     first, second = start_process("scheduler"), start_process("scheduler")
-    time.sleep(8)
+
+    def each_fired_four_times():
+        counts = db.session.execute(select(Run.job_id, func.count(Run.id)).group_by(Run.job_id)).all()
+        db.session.commit()
+        return len(counts) == len(jobs) and all(n >= 4 for _, n in counts)
+
+    wait_for(each_fired_four_times, 30, message="four occurrences of each job")
     first.stop()
     second.stop()
     logs = first.output() + second.output()
