@@ -48,8 +48,13 @@ class Run(db.Model):
     __table_args__ = (
         # Claiming an occurrence = inserting its run; the second claim of one fire time fails.
         UniqueConstraint("job_id", "occurrence_at", name="uq_runs_job_occurrence"),
-        Index("ix_runs_job_status", "job_id", "status"),
+        # Status first: housekeeping asks for the runs in progress or queued, and finds them by
+        # a seek however many finished runs there are; a job's active runs are two seeks.
+        Index("ix_runs_status_job", "status", "job_id"),
         Index("ix_runs_created_at", "created_at"),
+        # A job's runs newest first, by id (job page) or by creation (API date ranges).
+        Index("ix_runs_job_id", "job_id", "id"),
+        Index("ix_runs_job_created", "job_id", "created_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
