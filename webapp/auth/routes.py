@@ -1,8 +1,10 @@
+import re
 from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
+from werkzeug.urls import iri_to_uri
 
 from webapp.auth.forms import LoginForm
 from webapp.extensions import db
@@ -11,6 +13,8 @@ from webapp.models.audit import record
 from webapp.models.types import utcnow
 
 bp = Blueprint("auth", __name__)
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def authenticate(username: str, password: str) -> User | None:
@@ -22,10 +26,12 @@ def authenticate(username: str, password: str) -> User | None:
 
 
 def _safe_next(target: str | None) -> str:
-    # Only same-site paths: an open redirect would let a link take a signed-in admin anywhere.
-    if (target and "\\" not in target and not urlsplit(target).netloc and target.startswith("/")
-            and not target.startswith("//")):
-        return target
+    """Where to go after signing in: a plain path on this site, or the jobs list."""
+    # An open redirect would let a link take a signed-in admin anywhere; a control character
+    # (CR/LF) would end up in the Location header.
+    if (target and target.startswith("/") and not target.startswith("//") and "\\" not in target
+            and not _CONTROL.search(target) and not urlsplit(target).netloc):
+        return iri_to_uri(target)  # spaces and non-ASCII letters written as a URL
     return url_for("jobs.list")
 
 
