@@ -1,8 +1,9 @@
-"""Creating accounts, shared by the CLI and the demo data."""
+"""Accounts: creating them, checking a sign-in, changing a password, deactivating; shared by the
+sign-in form, the CLI and the demo data."""
 from sqlalchemy import select
 
 from webapp.extensions import db
-from webapp.models import Domain, Role, User
+from webapp.models import Domain, Role, User, UserSession
 from webapp.models.audit import record
 
 
@@ -36,3 +37,38 @@ def _domain(name) -> Domain:
     if domain is None:
         raise AccountError(f"No domain {name!r}.")
     return domain
+
+
+def authenticate(username: str, password: str) -> User | None:
+    """The user these credentials sign in, or None (system accounts never sign in to the UI).
+    Every refusal costs one password check, so its timing does not tell which names exist."""
+    user = db.session.scalar(select(User).where(User.username == username))
+    if user is None or not user.can_sign_in or not user.password_hash:
+        User.check_no_password(password)
+        return None
+    return user if user.check_password(password) else None
+
+
+def find_user(username) -> User:
+    user = db.session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise AccountError(f"No user {username!r}.")
+    return user
+
+
+def set_password(user: User, password: str) -> None:
+    """A new password; every session of the user ends (whoever kept one is signed out)."""
+    if not password:
+        raise AccountError("A password is required.")
+    user.set_password(password)
+    UserSession.end_all_of(user)
+    record("password", "user", user, object_name=user.username)
+    db.session.commit()
+
+
+def deactivate(user: User) -> None:
+    """The user can no longer sign in or use API tokens; every session of the user ends."""
+    user.active = False
+    UserSession.end_all_of(user)
+    record("deactivate", "user", user, object_name=user.username)
+    db.session.commit()

@@ -2,10 +2,12 @@ import re
 from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_required, login_user, logout_user
+from flask_login import current_user, login_required
 from sqlalchemy import select
 from werkzeug.urls import iri_to_uri
 
+from webapp.accounts import authenticate
+from webapp.auth import sessions
 from webapp.auth.forms import LoginForm
 from webapp.extensions import db
 from webapp.models import User
@@ -14,15 +16,8 @@ from webapp.models.types import utcnow
 
 bp = Blueprint("auth", __name__)
 
+WRONG = "Unknown user name or wrong password."
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def authenticate(username: str, password: str) -> User | None:
-    """The user these credentials sign in, or None (system accounts never sign in to the UI)."""
-    user = db.session.scalar(select(User).where(User.username == username))
-    if user is None or not user.check_password(password) or not user.can_sign_in:
-        return None
-    return user
 
 
 def _safe_next(target: str | None) -> str:
@@ -41,23 +36,36 @@ def login():
     if current_user.is_authenticated:
         return redirect(url_for("jobs.list"))
     form = LoginForm()
-    if form.validate_on_submit():
-        user = authenticate(form.username.data.strip(), form.password.data)
-        if user is None:
-            form.password.errors.append("Unknown user name or wrong password.")
-        else:
-            login_user(user)
-            user.last_login_at = utcnow()
-            record("login", "user", user, actor=user, object_name=user.username)
-            db.session.commit()
-            return redirect(_safe_next(request.args.get("next")))
-    return render_template("auth/login.html", form=form), 200 if not form.errors else 400
+    if not form.validate_on_submit():
+        return _form_page(form)
+    username = form.username.data.strip()
+    user = authenticate(username, form.password.data)
+    if user is None:
+        _record_failure(username)
+        form.password.errors.append(WRONG)
+        return _form_page(form)
+    sessions.sign_in(user)
+    user.last_login_at = utcnow()
+    record("login", "user", user, actor=user, object_name=user.username)
+    db.session.commit()
+    return redirect(_safe_next(request.args.get("next")))
+
+
+def _form_page(form):
+    return render_template("auth/login.html", form=form), 400 if form.errors else 200
+
+
+def _record_failure(username: str) -> None:
+    user_id = db.session.scalar(select(User.id).where(User.username == username))
+    event = record("login_failed", "user", object_name=username, message=f"from {request.remote_addr}")
+    event.object_id, event.actor_name = user_id, "anonymous"
+    db.session.commit()
 
 
 @bp.route("/logout", methods=["POST"])
 @login_required
 def logout():
-    """Sign out and return to the sign-in page."""
-    logout_user()
+    """Sign out (ending the session on the server) and return to the sign-in page."""
+    sessions.sign_out()
     flash("You are signed out.")
     return redirect(url_for("auth.login"))

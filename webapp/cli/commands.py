@@ -1,12 +1,11 @@
 """Command line: users and tokens, demo data, run a job by name, show queues."""
 import click
 from flask.cli import AppGroup
-from sqlalchemy import select
 
 from webapp.extensions import db, redis_client
 from webapp.models import ApiToken, Job, Role, User
 
-users_cli = AppGroup("users", help="Create users and API tokens.")
+users_cli = AppGroup("users", help="Create users, change passwords, deactivate, API tokens.")
 demo_cli = AppGroup("demo", help="Demo data.")
 jobs_cli = AppGroup("jobs", help="Run jobs and re-sync schedules.")
 queues_cli = AppGroup("queues", help="Show queues.")
@@ -33,13 +32,48 @@ def users_create(username, role, email, domain_name, supervise, password):
     click.echo(f"Created {user.role_label.lower()} {user.username}.")
 
 
+def _user(username) -> User:
+    from webapp.accounts import AccountError, find_user
+
+    try:
+        return find_user(username)
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@users_cli.command("password")
+@click.argument("username")
+@click.option("--password", default=None, help="Omit to be asked (not echoed).")
+def users_password(username, password):
+    """Set a new password; every session of the user ends."""
+    from webapp.accounts import AccountError, set_password
+
+    user = _user(username)
+    if password is None:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    try:
+        set_password(user, password)
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Password of {user.username} changed; every session of the user has ended.")
+
+
+@users_cli.command("deactivate")
+@click.argument("username")
+def users_deactivate(username):
+    """Stop the user signing in and using API tokens; every session of the user ends."""
+    from webapp.accounts import deactivate
+
+    user = _user(username)
+    deactivate(user)
+    click.echo(f"{user.username} is deactivated; every session of the user has ended.")
+
+
 @users_cli.command("token")
 @click.argument("username")
 def users_token(username):
     """Print a new API token for the user (only its hash is stored: keep it now)."""
-    user = db.session.scalar(select(User).where(User.username == username))
-    if user is None:
-        raise click.ClickException(f"No user {username!r}.")
+    user = _user(username)
     _, plain = ApiToken.issue(user)
     db.session.commit()
     click.echo(plain)

@@ -1,10 +1,13 @@
 import hashlib
 import secrets
+from datetime import timedelta
 from enum import StrEnum
+from functools import cache
 
 from flask_login import UserMixin
-from sqlalchemy import Column, ForeignKey, String, Table, select
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy import Column, ForeignKey, String, Table, delete, or_, select, update
+from sqlalchemy.orm import Mapped, joinedload, mapped_column, relationship
+from werkzeug import security
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp.extensions import db
@@ -80,6 +83,12 @@ class User(UserMixin, db.Model):
     def check_password(self, password: str) -> bool:
         return bool(self.password_hash) and check_password_hash(self.password_hash, password)
 
+    @staticmethod
+    def check_no_password(password: str) -> None:
+        """As much work as checking a password, for a sign-in that fails anyway (unknown user,
+        system account, inactive user): the answer's timing must not tell those apart."""
+        check_password_hash(_stand_in_hash(), password)
+
     @property
     def is_active(self) -> bool:  # Flask-Login: inactive users cannot sign in
         return self.active
@@ -94,6 +103,12 @@ class User(UserMixin, db.Model):
 
     def __repr__(self):
         return f"<User {self.username}>"
+
+
+@cache
+def _stand_in_hash() -> str:
+    # Werkzeug's own default, not this module's name (which tests swap for a cheap method).
+    return security.generate_password_hash(secrets.token_urlsafe(16))
 
 
 def hash_token(token: str) -> str:
@@ -115,6 +130,49 @@ class UserSession(db.Model):
     ended_at: Mapped[object | None] = mapped_column(UTCDateTime)
     address: Mapped[str] = mapped_column(String(64), default="")
     user: Mapped[User] = relationship()
+
+    # A page view refreshes last_seen_at only when it is older than this, so reading is no write.
+    TOUCH_EVERY = timedelta(minutes=1)
+
+    @classmethod
+    def open(cls, user: User, address: str) -> tuple["UserSession", str]:
+        """A new session for the user; the plain token goes in the cookie and is never stored."""
+        plain = secrets.token_urlsafe(32)
+        row = cls(user=user, token_hash=hash_token(plain), address=(address or "")[:64])
+        db.session.add(row)
+        return row, plain
+
+    @classmethod
+    def live(cls, plain: str, idle: timedelta) -> "UserSession | None":
+        """The session this token opened, unless it has ended or been idle longer than `idle`."""
+        row = db.session.scalar(select(cls).options(joinedload(cls.user)).where(cls.token_hash == hash_token(plain)))
+        if row is None or row.ended_at is not None or row.last_seen_at < utcnow() - idle:
+            return None
+        return row
+
+    def touch(self) -> bool:
+        """Note that the session is in use; True when that changed the row."""
+        now = utcnow()
+        if now - self.last_seen_at < self.TOUCH_EVERY:
+            return False
+        self.last_seen_at = now
+        return True
+
+    @classmethod
+    def end_token(cls, plain: str) -> None:
+        db.session.execute(update(cls).where(cls.token_hash == hash_token(plain), cls.ended_at.is_(None))
+                           .values(ended_at=utcnow()))
+
+    @classmethod
+    def end_all_of(cls, user: User) -> None:
+        db.session.execute(update(cls).where(cls.user_id == user.id, cls.ended_at.is_(None))
+                           .values(ended_at=utcnow()))
+
+    @classmethod
+    def forget_dead_of(cls, user: User, idle: timedelta) -> None:
+        """Drop the user's ended and idle sessions: nothing can use them again."""
+        db.session.execute(delete(cls).where(cls.user_id == user.id, or_(
+            cls.ended_at.isnot(None), cls.last_seen_at < utcnow() - idle)))
 
 
 class ApiToken(db.Model):
