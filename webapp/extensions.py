@@ -2,6 +2,8 @@
 import redis as redis_lib
 from redis.driver_info import DriverInfo
 from flask import current_app
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_mailman import Mail
 from flask_migrate import Migrate
@@ -48,3 +50,7 @@ csrf = CSRFProtect()
 htmx = Htmx()
 mail = Mail()
 redis_client = RedisClient()
+# Counts failed sign-ins and bad API tokens (webapp/auth/throttle.py) in RATELIMIT_STORAGE_URI.
+# Storage errors come wrapped in one type, and quickly, so that a Redis outage is noticed at once.
+limiter = Limiter(get_remote_address, strategy="fixed-window",
+                  storage_options={"wrap_exceptions": True, "socket_connect_timeout": 1, "socket_timeout": 1})

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from werkzeug.urls import iri_to_uri
 
 from webapp.accounts import authenticate
-from webapp.auth import sessions
+from webapp.auth import sessions, throttle
 from webapp.auth.forms import LoginForm
 from webapp.extensions import db
 from webapp.models import User
@@ -39,8 +39,14 @@ def login():
     if not form.validate_on_submit():
         return _form_page(form)
     username = form.username.data.strip()
+    lock = throttle.sign_in_lock(username)
+    if lock is not None:
+        message, seconds = lock
+        form.password.errors.append(message)
+        return _form_page(form, 429, {"Retry-After": str(seconds)})
     user = authenticate(username, form.password.data)
     if user is None:
+        throttle.sign_in_failed(username)
         _record_failure(username)
         form.password.errors.append(WRONG)
         return _form_page(form)
@@ -51,8 +57,8 @@ def login():
     return redirect(_safe_next(request.args.get("next")))
 
 
-def _form_page(form):
-    return render_template("auth/login.html", form=form), 400 if form.errors else 200
+def _form_page(form, status=None, headers=None):
+    return render_template("auth/login.html", form=form), status or (400 if form.errors else 200), headers or {}
 
 
 def _record_failure(username: str) -> None:
