@@ -565,3 +565,144 @@ def test_cron_matches_brute_force(expression, where):
     while sum(w > local_after + timedelta(hours=3) for w in walls[-10:]) < 10:
         walls.append(matches.get_next(datetime))
     assert upcoming(plan, after, tz, count=5) == first_fires_from_walls(walls, after, tz, 5)
+
+
+# --------------------------------------------------------------------------
+# The ends of the calendar: Python's datetime stops at years 1 and 9999
+# --------------------------------------------------------------------------
+
+FIRST_MOMENT = datetime.min.replace(tzinfo=UTC)
+LAST_MOMENT = datetime.max.replace(tzinfo=UTC, microsecond=0)
+EDGE_ZONES = [*ZONE_NAMES, "Pacific/Kiritimati", "Pacific/Pago_Pago"]  # UTC+14 and UTC-11
+EDGE_PLANS = [
+    {"kind": "period", "start": "9999-12-31T23:59", "repeat": "monthly"},
+    {"kind": "period", "start": "9999-12-31T23:59", "repeat": "daily"},
+    {"kind": "period", "start": "9999-12-01T00:00", "repeat": "weekly"},
+    {"kind": "period", "start": "0001-01-01T00:00", "repeat": "monthly"},
+    {"kind": "period", "start": "0001-01-31T12:00", "repeat": "daily"},
+    {"kind": "daily", "days": EVERY_DAY, "times": ["00:00", "23:59"]},
+    {"kind": "cron", "expression": "0 0 1 1 *"},
+    {"kind": "cron", "expression": "0 0 29 2 *"},
+    {"kind": "cron", "expression": "* * * * *"},
+    {"kind": "interval", "every": 10_000, "unit": "hours", "anchor": "9999-12-31T00:00:00+00:00"},
+    {"kind": "interval", "every": 1, "unit": "minutes", "anchor": "0001-01-01T00:00:00+00:00"},
+    {"kind": "poll", "seconds": 300, "anchor": "9999-12-31T23:59:59+00:00"},
+]
+EDGE_AFTERS = [
+    FIRST_MOMENT, FIRST_MOMENT + timedelta(hours=13), utc(1, 1, 2),
+    utc(2026, 6, 1), utc(9999, 12, 1), utc(9999, 12, 31, 9), utc(9999, 12, 31, 22, 59), LAST_MOMENT,
+]
+
+
+@pytest.mark.parametrize("data", EDGE_PLANS, ids=lambda data: json.dumps(data))
+@pytest.mark.parametrize("zone", EDGE_ZONES)
+def test_plans_near_years_1_and_9999_answer_fire_times_or_none(data, zone):
+    tz = ZoneInfo(zone)
+    plan = parse_plan(data)
+    for after in EDGE_AFTERS:
+        fires = upcoming(plan, after, tz, count=3)
+        assert all(f.tzinfo == UTC for f in fires)
+        assert all(a < b for a, b in zip([after, *fires], fires)), (after, fires)
+
+
+def test_a_monthly_period_from_the_last_minute_of_9999_fires_once_where_that_minute_exists():
+    plan = parse_plan({"kind": "period", "start": "9999-12-31T23:59", "repeat": "monthly"})
+    assert upcoming(plan, utc(2026, 1, 1), AMS) == [utc(9999, 12, 31, 22, 59)]
+    # In New York that wall time is already in UTC year 10000: no fire time at all.
+    assert upcoming(plan, utc(2026, 1, 1), NYC) == []
+    assert plan.next_after(utc(9999, 12, 31, 22, 59), AMS) is None
+
+
+def test_the_last_fire_times_of_a_daily_plan_are_on_december_31_9999():
+    plan = daily(EVERY_DAY, ["12:00", "23:30"])
+    assert upcoming(plan, utc(9999, 12, 30, 12), UTC) == [utc(9999, 12, 30, 23, 30), utc(9999, 12, 31, 12),
+                                                          utc(9999, 12, 31, 23, 30)]
+    cron = parse_plan({"kind": "cron", "expression": "30 23 * * *"})
+    assert upcoming(cron, utc(9999, 12, 30, 12), UTC) == [utc(9999, 12, 30, 23, 30), utc(9999, 12, 31, 23, 30)]
+
+
+def test_fire_times_from_year_1():
+    plan = daily(EVERY_DAY, ["00:30"])
+    # 0001-01-01 00:30 at UTC+14 is in UTC year 0: the first fire is the next day's.
+    plus_14 = ZoneInfo("Etc/GMT-14")
+    assert upcoming(plan, FIRST_MOMENT, plus_14, count=2) == [utc(1, 1, 1, 10, 30), utc(1, 1, 2, 10, 30)]
+    period = parse_plan({"kind": "period", "start": "0001-01-01T00:00", "repeat": "monthly"})
+    assert upcoming(period, FIRST_MOMENT, UTC, count=2) == [utc(1, 2, 1), utc(1, 3, 1)]
+
+
+edge_walls = st.one_of(
+    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(1, 1, 8)),
+    st.datetimes(min_value=datetime(9999, 12, 1), max_value=datetime(9999, 12, 31, 23, 59)),
+).map(lambda d: d.replace(second=0, microsecond=0))
+edge_moments = st.one_of(
+    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(1, 1, 8), timezones=st.just(UTC)),
+    st.datetimes(min_value=datetime(9999, 12, 1), max_value=datetime(9999, 12, 31, 23, 59, 59), timezones=st.just(UTC)),
+    st.sampled_from([FIRST_MOMENT, LAST_MOMENT]),
+)
+edge_plans = st.one_of(
+    st.fixed_dictionaries({"kind": st.just("period"), "start": edge_walls.map(datetime.isoformat),
+                           "repeat": st.sampled_from(["daily", "weekly", "monthly"])}),
+    st.fixed_dictionaries({"kind": st.just("interval"), "every": st.integers(1, 10_000),
+                           "unit": st.sampled_from(["minutes", "hours"]),
+                           "anchor": edge_moments.map(lambda d: d.replace(microsecond=0).isoformat())}),
+    st.fixed_dictionaries({"kind": st.just("poll"), "seconds": st.integers(1, 300),
+                           "anchor": edge_moments.map(lambda d: d.replace(microsecond=0).isoformat())}),
+    daily_plans,
+    cron_plans,
+)
+
+
+@settings(FAST, max_examples=300)
+@given(data=edge_plans, after=edge_moments, tz=st.sampled_from([ZoneInfo(name) for name in EDGE_ZONES]))
+def test_near_the_ends_of_the_calendar_a_plan_answers_a_later_fire_time_or_none(data, after, tz):
+    plan = parse_plan(data)
+    fires = upcoming(plan, after, tz, count=3)
+    assert all(a < b for a, b in zip([after, *fires], fires))
+    assert all(f.tzinfo == UTC and f.microsecond == 0 for f in fires)
+
+
+# --------------------------------------------------------------------------
+# Bounded text: what a form or an API client can send is never stored unchecked
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("data", "field"), [
+    ({"kind": "cron", "expression": "*/5 " + " ".join(["*"] * 4) + " " * 40_000}, "expression"),
+    ({"kind": "cron", "expression": ",".join(["1"] * 20_000) + " * * * *"}, "expression"),
+    ({"kind": "daily", "days": EVERY_DAY, "times": ", ".join(["08:00"] * 5000)}, "times"),
+    ({"kind": "daily", "days": EVERY_DAY, "times": ["08:00"] * 5000}, "times"),
+    ({"kind": "daily", "days": ["1"] * 5000, "times": "08:00"}, "days"),
+    ({"kind": "period", "start": "2026-01-01T08:00" + " " * 5000, "repeat": "daily"}, "start"),
+    ({"kind": "interval", "every": "0" * 5000 + "1", "unit": "hours", "anchor": ANCHOR}, "every"),
+    ({"kind": "poll", "seconds": " " * 5000 + "60", "anchor": ANCHOR}, "seconds"),
+    ({"kind": "poll", "seconds": 60, "anchor": ANCHOR + " " * 5000}, "anchor"),
+])
+def test_over_long_plan_fields_are_refused_with_their_limit(data, field):
+    with pytest.raises(PlanError) as info:
+        parse_plan(data)
+    assert info.value.errors[field].startswith("At most "), info.value.errors
+    assert len(str(info.value)) < 300  # the message does not echo the input
+
+
+@pytest.mark.parametrize("data", [
+    {"kind": "x" * 40_000},
+    {"kind": "daily", "days": ["x" * 40_000], "times": "08:00"},
+    {"kind": "daily", "days": [1], "times": "x" * 390},
+    {"kind": "interval", "every": 5, "unit": "x" * 40_000, "anchor": ANCHOR},
+])
+def test_messages_do_not_echo_long_input(data):
+    with pytest.raises(PlanError) as info:
+        parse_plan(data)
+    assert len(str(info.value)) < 300
+
+
+@pytest.mark.parametrize(("data", "field"), [
+    ({"kind": "interval", "every": "١٢", "unit": "hours", "anchor": ANCHOR}, "every"),
+    ({"kind": "interval", "every": "²", "unit": "hours", "anchor": ANCHOR}, "every"),
+    ({"kind": "poll", "seconds": "٦٠", "anchor": ANCHOR}, "seconds"),
+    ({"kind": "daily", "days": ["٣"], "times": "08:00"}, "days"),
+    ({"kind": "daily", "days": [1], "times": "٠٨:٠٠"}, "times"),
+])
+def test_numbers_are_ascii_digits(data, field):
+    with pytest.raises(PlanError) as info:
+        parse_plan(data)
+    assert field in info.value.errors

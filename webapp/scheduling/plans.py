@@ -21,6 +21,8 @@ Time rules
   the same instant (02:30 and 03:30 on a spring-forward day) the job fires
   once: a fire time is only ever returned if it is strictly later than
   ``after``.
+* Python's calendar runs from year 1 to year 9999: a plan has no fire time
+  beyond it (``next_after`` answers None, it never raises for a date).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta, timezone
+from datetime import MAXYEAR, datetime, time, timedelta, timezone
 from typing import Any, Callable, ClassVar, Iterator
 from zoneinfo import ZoneInfo
 
@@ -46,6 +48,7 @@ __all__ = [
     "Plan",
     "PlanError",
     "PollPlan",
+    "TEXT_LIMITS",
     "parse_plan",
     "upcoming",
 ]
@@ -58,6 +61,9 @@ MIN_POLL_SECONDS, MAX_POLL_SECONDS, DEFAULT_POLL_SECONDS = 1, 300, 60
 INTERVAL_UNITS = ("minutes", "hours")
 REPEATS = ("daily", "weekly", "monthly")
 DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+# The longest text each field may hold (a form or an API client can send anything).
+TEXT_LIMITS = {"every": 20, "seconds": 20, "start": 40, "anchor": 64, "expression": 200, "times": 400}
+MAX_TIMES = 48  # times of day in a daily plan: every half hour
 
 # Wall-clock searches normally look at one or two candidates.  They only skip
 # more while stepping through a repeated fall-back hour (at most one candidate
@@ -186,9 +192,10 @@ class _WallClockPlan(Plan):
     def next_after(self, after: datetime, tz: ZoneInfo) -> datetime | None:
         after = _as_utc(after)
         try:
-            return _first_fire(self._candidates(_search_start(after, tz)), after, tz)
-        except OverflowError:  # beyond year 9999
+            start = _search_start(after, tz)
+        except OverflowError:  # `after` reads beyond year 9999 on this zone's clock
             return None
+        return _first_fire(_within_calendar(self._candidates(start)), after, tz)
 
 
 _PERIOD_STEPS = {"daily": timedelta(days=1), "weekly": timedelta(weeks=1)}
@@ -208,6 +215,8 @@ class PeriodPlan(_WallClockPlan):
 
     def _nth(self, k: int) -> datetime:
         if self.repeat == "monthly":
+            if self.start.year + (self.start.month - 1 + k) // 12 > MAXYEAR:
+                raise OverflowError("beyond year 9999")
             # Always from the start, never cumulatively, so Jan 31 gives
             # Feb 28 and then Mar 31 again (relativedelta clamps the day).
             return self.start + relativedelta(months=k)
@@ -270,6 +279,8 @@ class CronPlan(_WallClockPlan):
                 yield matches.get_next(datetime)
             except CroniterBadDateError:  # no further match within croniter's search window
                 return
+            except ValueError:  # croniter's "year 10000 is out of range": the calendar ends
+                return
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "expression": self.expression}
@@ -283,6 +294,14 @@ class CronPlan(_WallClockPlan):
 # --------------------------------------------------------------------------
 
 
+def _within_calendar(candidates: Iterator[datetime]) -> Iterator[datetime]:
+    """The candidates up to the end of year 9999, where datetime arithmetic overflows."""
+    try:
+        yield from candidates
+    except OverflowError:
+        return
+
+
 def _search_start(after: datetime, tz: ZoneInfo) -> datetime:
     """The naive wall time after which candidates must be examined.
 
@@ -292,6 +311,10 @@ def _search_start(after: datetime, tz: ZoneInfo) -> datetime:
     also read ``after`` with the UTC offset in force a day earlier and start
     from whichever wall time is earlier.
     """
+    if after.year == 1 and after.month == 1 and after.day <= 2:
+        # Reading the first day of the calendar on a clock behind UTC overflows; every
+        # wall time of year 1 is a candidate then (the conversion below drops those before `after`).
+        return datetime.min
     local = after.astimezone(tz).replace(tzinfo=None)
     earlier_offset = (after - timedelta(days=1)).astimezone(tz).utcoffset()
     with_earlier_offset = (after + earlier_offset).replace(tzinfo=None)
@@ -307,7 +330,10 @@ def _first_fire(candidates: Iterator[datetime], after: datetime, tz: ZoneInfo) -
             break
         if checked >= _MAX_CANDIDATES:
             raise RuntimeError("plan search did not converge; this is a bug in plans.py")
-        instant = _wall_to_utc(wall, tz)
+        try:
+            instant = _wall_to_utc(wall, tz)
+        except OverflowError:  # a wall time of year 1 or 9999 that is in year 0 or 10000 in UTC
+            continue
         if instant <= after:
             # e.g. the repeated fall-back hour (fold=0 maps it to its first
             # pass), or a second wall time landing on an instant already used.
@@ -379,7 +405,7 @@ def parse_plan(data: dict, *, automatic: dict | None = None, now: datetime | Non
         return _parse_automatic(automatic, now)
     parser = _PARSERS.get(kind) if isinstance(kind, str) else None
     if parser is None:
-        raise PlanError({"kind": f"Unknown schedule kind {kind!r}; choose one of: {', '.join(KINDS)}."})
+        raise PlanError({"kind": f"Unknown schedule kind {_quoted(kind)}; choose one of: {', '.join(KINDS)}."})
     return parser(_Fields(data, now))
 
 
@@ -408,8 +434,12 @@ class _Fields:
         self.errors: dict[str, str] = {}
 
     def get(self, name: str, check: Callable[..., Any], *args: Any) -> Any:
+        value = self.data.get(name)
+        if isinstance(value, str) and len(value) > TEXT_LIMITS.get(name, len(value)):
+            self.errors[name] = f"At most {TEXT_LIMITS[name]} characters."
+            return None
         try:
-            return check(self.data.get(name), *args)
+            return check(value, *args)
         except _Invalid as exc:
             self.errors[name] = str(exc)
             return None
@@ -479,6 +509,12 @@ _PARSERS: dict[str, Callable[[_Fields], Plan]] = {
 # --- field checks: each takes the raw value (None when absent) -------------
 
 
+def _quoted(value: Any) -> str:
+    """A value as a message quotes it: short, so that a message never echoes a long input."""
+    text = repr(value)
+    return text if len(text) <= 30 else text[:29] + "…"
+
+
 def _is_blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
@@ -493,7 +529,7 @@ def _whole_number(value: Any) -> int:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and re.fullmatch(r"[+-]?\d{1,9}", value.strip()):
+    if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]{1,9}", value.strip()):
         return int(value.strip())
     raise _Invalid("Must be a whole number.")
 
@@ -558,26 +594,30 @@ def _check_start(value: Any) -> datetime:
     return start.replace(microsecond=0)
 
 
-def _as_list(value: Any) -> list:
+def _as_list(value: Any, most: int, what: str) -> list:
     """Lists as sent by JSON, or a comma-separated string as typed into a form."""
     if _is_blank(value):
         return []
     if isinstance(value, str):
-        return [part for part in value.split(",") if part.strip()]
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return list(value)
-    raise _Invalid("Must be a list.")
+        items = [part for part in value.split(",") if part.strip()]
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = list(value)
+    else:
+        raise _Invalid("Must be a list.")
+    if len(items) > most:
+        raise _Invalid(f"At most {most} {what}.")
+    return items
 
 
 def _check_days(value: Any) -> tuple[int, ...]:
     days = set()
-    for raw in _as_list(value):
+    for raw in _as_list(value, len(DAY_NAMES), "days"):
         try:
             day = _whole_number(raw)
         except _Invalid:
             day = -1
         if not 0 <= day <= 6:
-            raise _Invalid(f"{raw!r} is not a day; use 0 (Monday) to 6 (Sunday).")
+            raise _Invalid(f"{_quoted(raw)} is not a day; use 0 (Monday) to 6 (Sunday).")
         days.add(day)
     if not days:
         raise _Invalid("Choose at least one day.")
@@ -586,10 +626,10 @@ def _check_days(value: Any) -> tuple[int, ...]:
 
 def _check_times(value: Any) -> tuple[time, ...]:
     times = set()
-    for raw in _as_list(value):
-        match = re.fullmatch(r"(\d{1,2}):(\d{2})", raw.strip()) if isinstance(raw, str) else None
+    for raw in _as_list(value, MAX_TIMES, "times"):
+        match = re.fullmatch(r"([0-9]{1,2}):([0-9]{2})", raw.strip()) if isinstance(raw, str) else None
         if not match or int(match[1]) > 23 or int(match[2]) > 59:
-            raise _Invalid(f"{raw!r} is not a valid time; use HH:MM between 00:00 and 23:59.")
+            raise _Invalid(f"{_quoted(raw)} is not a valid time; use HH:MM between 00:00 and 23:59.")
         times.add(time(int(match[1]), int(match[2])))
     if not times:
         raise _Invalid("Give at least one time (HH:MM).")
