@@ -958,3 +958,149 @@ def test_editing_functions_check_without_http(ctx, domains):
     with pytest.raises(ValueError, match="“x@y” is not a valid email address"):
         editing.parse_recipients("a@example.org, x@y")
     assert editing.parse_recipients("a@example.org;b@example.org") == ["a@example.org", "b@example.org"]
+
+
+# --- bad input: a message next to the field, never a 500 ----------------------------------------
+
+def _arabic_indic(number: int) -> str:
+    return "".join("٠١٢٣٤٥٦٧٨٩"[int(digit)] for digit in str(number))
+
+
+@pytest.mark.parametrize("domain_id", ["99999999999999999999", "9223372036854775808", "-1", "0", "²", "1e3",
+                                       "ARABIC", "LEADING_ZERO", "PADDED"])
+def test_a_domain_id_out_of_range_or_not_canonical_is_refused_next_to_the_field(app, admin, domains, domain_id):
+    # The last three name a real domain the admin may use, written the way no browser sends it.
+    real = domains.study_a
+    domain_id = {"ARABIC": _arabic_indic(real), "LEADING_ZERO": f"0{real}", "PADDED": f" {real}"}.get(
+        domain_id, domain_id)
+    jobs, events = counts(app)
+    response = admin.post("/jobs/new", data=new_job_form(admin, scope="domain", domain_id=domain_id))
+    assert response.status_code == 400
+    assert error_next_to(html(response), "domain_id") == "Choose the domain the job runs in."
+    assert counts(app) == (jobs, events)
+
+
+def test_a_parameter_missing_from_the_post_keeps_its_value(app, admin):
+    # A new job: the field's default, as when it is left blank.
+    job_id = saved(admin.post("/jobs/new", data=new_job_form(admin, param__duration=None)))
+    assert get_job(app, job_id).params["duration"] == 10.0
+    # An edit: the job's own value, as the form showed it.
+    saved(admin.post(f"/jobs/{job_id}/edit", data=new_job_form(admin, param__duration="3")))
+    saved(admin.post(f"/jobs/{job_id}/edit", data=new_job_form(admin, description="Changed",
+                                                                param__duration=None,
+                                                                param__lines_per_second=None)))
+    job = get_job(app, job_id)
+    assert (job.description, job.params["duration"], job.params["lines_per_second"]) == ("Changed", 3.0, 1.0)
+
+
+def test_a_required_parameter_missing_from_the_post_is_asked_for(app, admin, typed_params):
+    jobs, events = counts(app)
+    form = new_job_form(admin, job_type=typed_params.key, params_for=typed_params.key,
+                        **{"param-duration": None, "param-lines_per_second": None})
+    response = admin.post("/jobs/new", data=form)
+    assert response.status_code == 400
+    assert error_next_to(html(response), "param-folder") == "A value is required."
+    assert counts(app) == (jobs, events)
+
+
+def test_without_javascript_a_save_after_changing_the_type_shows_the_new_types_parameters(app, admin,
+                                                                                          typed_params):
+    jobs, events = counts(app)
+    # The browser still shows the self-test's parameters: the folder import's were never seen.
+    form = new_job_form(admin, job_type=typed_params.key, **{"param-folder": "forged/folder"})
+    response = admin.post("/jobs/new", data=form)
+    assert response.status_code == 400
+    page = html(response)
+    assert error_next_to(page, "job_type") == "Check the parameters of Folder import below, then save."
+    assert value_of(page, "params_for") == typed_params.key
+    assert value_of(page, "param-batch") == "100" and value_of(page, "param-folder") == ""
+    assert page.find(data_field="param-duration") is None
+    assert value_of(page, "name") == "Nightly self-test"
+    assert counts(app) == (jobs, events)
+    # The page as shown now saves (once the required folder is filled in).
+    again = {**form, "params_for": typed_params.key, "param-folder": "incoming", "param-batch": "100"}
+    job_id = saved(admin.post("/jobs/new", data=again))
+    assert get_job(app, job_id).params == {"folder": "incoming", "batch": 100}
+
+
+def test_without_javascript_a_save_after_changing_the_schedule_kind_shows_its_fields(app, admin):
+    jobs, events = counts(app)
+    form = new_job_form(admin, plan__kind="poll")
+    form["plan-shown_kind"] = "disabled"  # the page showed the disabled plan: no seconds field
+    response = admin.post("/jobs/new", data=form)
+    assert response.status_code == 400
+    page = html(response)
+    assert error_next_to(page, "plan-kind") == "Check the fields of this schedule below, then save."
+    assert value_of(page, "plan-seconds") == "" and value_of(page, "plan-shown_kind") == "poll"
+    assert counts(app) == (jobs, events)
+
+
+LONG = {
+    "plan-expression": ({"plan__kind": "cron", "plan__expression": "0 4 * * *" + " " * 40_000}, 200),
+    "plan-times": ({"plan__kind": "daily", "plan__days": ["1"], "plan__times": "08:00, " * 6000}, 400),
+    "plan-start": ({"plan__kind": "period", "plan__start": "2031-01-01T08:00" + "0" * 5000,
+                    "plan__repeat": "daily"}, 40),
+    "plan-every": ({"plan__kind": "interval", "plan__every": "1" * 5000, "plan__unit": "hours"}, 20),
+    "plan-seconds": ({"plan__kind": "poll", "plan__seconds": "6" * 5000}, 20),
+    "name": ({"name": "n" * 121}, 120),
+    "description": ({"description": "d" * 2001}, 2000),
+    "report_recipients": ({"report_enabled": "y", "report_recipients": "a@example.org, " * 200}, 2000),
+    "param-duration": ({"param__duration": "1" * 2001}, 2000),
+}
+
+
+@pytest.mark.parametrize("name", LONG)
+def test_every_text_field_is_bounded(app, admin, name):
+    fields, limit = LONG[name]
+    jobs, events = counts(app)
+    response = admin.post("/jobs/new", data=new_job_form(admin, **fields))
+    assert response.status_code == 400
+    assert error_next_to(html(response), name) == f"At most {limit} characters."
+    assert counts(app) == (jobs, events)
+
+
+def test_long_text_inputs_say_their_limit_to_the_browser(admin):
+    page = html(admin.get("/jobs/new"))
+    assert field_block(page, "description").find("textarea").attrs["maxlength"] == "2000"
+    assert field_block(page, "report_recipients").find("input").attrs["maxlength"] == "2000"
+    fields = html(admin.post("/jobs/new/plan-fields", data=new_job_form(admin, plan__kind="cron"),
+                             headers={"HX-Request": "true"}))
+    assert field_block(fields, "plan-expression").find("input").attrs["maxlength"] == "200"
+
+
+def test_a_monthly_period_from_the_last_minute_of_year_9999_is_no_500(app, admin):
+    plan = {"plan__kind": "period", "plan__start": "9999-12-31T23:59", "plan__repeat": "monthly"}
+    last = datetime(9999, 12, 31, 22, 59, tzinfo=UTC)  # 23:59 in Amsterdam: the last minute there is
+    fragment = admin.post("/jobs/new/plan-fields", data=new_job_form(admin, **plan), headers={"HX-Request": "true"})
+    assert fragment.status_code == 200 and fire_times(html(fragment)) == [last]
+    body = preview(admin, kind="period", start="9999-12-31T23:59", repeat="monthly")
+    assert body.status_code == 200 and fire_times(html(body)) == [last]
+
+    job_id = saved(admin.post("/jobs/new", data=new_job_form(admin, **plan)))
+    assert get_job(app, job_id).next_fire_at == last
+    assert fire_times(html(admin.get(f"/jobs/{job_id}"))) == [last]
+    assert admin.get("/jobs/").status_code == 200
+    assert admin.get(f"/jobs/{job_id}/edit").status_code == 200
+
+
+def test_a_plan_with_no_fire_time_left_is_refused_next_to_its_field(ctx, monkeypatch):
+    # In New York, 9999-12-31 23:59 is already in UTC year 10000.
+    monkeypatch.setattr(sync, "timezone", lambda: ZoneInfo("America/New_York"))
+    plan = {"kind": "period", "start": "9999-12-31T23:59", "repeat": "monthly"}
+    with pytest.raises(editing.PlanError) as refused:
+        editing.preview(plan, registry.get("system.selftest"))
+    assert refused.value.errors == {"start": "This schedule has no fire time left: the calendar ends with the "
+                                             "year 9999."}
+
+
+@pytest.mark.parametrize("job_id", ["²", "ARABIC", "LEADING_ZERO", "99999999999999999999", "-1", ""])
+def test_run_selected_ignores_ids_that_are_not_canonical(app, admin, job_id):
+    with app.app_context():
+        real = make_job("Ticked").id
+    job_id = {"ARABIC": _arabic_indic(real), "LEADING_ZERO": f"0{real}"}.get(job_id, job_id)
+    token = csrf_from(admin.get("/jobs/"))
+    response = admin.post("/jobs/run", data={"csrf_token": token, "job_id": [job_id]})
+    assert response.status_code == 302
+    assert "Tick at least one job to run." in flashes(html(admin.get("/jobs/")))
+    with app.app_context():
+        assert db.session.scalar(select(func.count(Run.id))) == 0

@@ -6,6 +6,7 @@ input they belong to (`name`, `domain_id`, `plan-every`, `param-duration` ...), 
 form can show each message next to its field. Nothing is written unless every check passes.
 """
 import logging
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -28,9 +29,14 @@ log = logging.getLogger(__name__)
 NAME_MAX = 120  # the column's length
 DESCRIPTION_MAX = 2000
 RECIPIENTS_MAX = 2000
+PARAM_MAX = 2000  # a parameter's value as typed
+ID_MAX = 2**63 - 1  # the largest id a database column holds
 PREVIEW_COUNT = 5
 # Plans whose fire times count from an anchor set when the plan is saved.
 ANCHORED = ("interval", "poll")
+# The field a "no fire time left" message is shown next to, by plan kind.
+_PLAN_MAIN_FIELD = {"interval": "every", "period": "start", "daily": "times", "cron": "expression",
+                    "poll": "seconds"}
 # What the form puts in front of a plan field's or a parameter's name.
 PLAN_PREFIX, PARAM_PREFIX = "plan-", "param-"
 
@@ -73,6 +79,15 @@ def creatable_types(job: Job | None = None) -> list[registry.JobType]:
         if own is not None:
             types.append(own)
     return sorted(types, key=lambda jt: jt.label.lower())
+
+
+def parse_id(value) -> int | None:
+    """The id written as canonical ASCII digits ("12", not "012", "١٢" or "²"), or None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if 0 < value <= ID_MAX else None
+    if isinstance(value, str) and re.fullmatch(r"[1-9][0-9]{0,18}", value) and int(value) <= ID_MAX:
+        return int(value)
+    return None
 
 
 def job_type_or_none(key: str | None) -> registry.JobType | None:
@@ -124,9 +139,14 @@ def check_plan(raw: dict, job_type: registry.JobType | None, *, now: datetime,
         kept = {**stored, "anchor": previous["anchor"]}
         try:
             if parse_plan(kept).to_dict() == kept:
-                return kept
+                stored = kept
         except PlanError:
             pass  # a broken stored anchor: start again from now
+    plan = parse_plan(stored, automatic=automatic)
+    # As sync.first_fire: a plan saved now may fire now (an interval's first run).
+    if kind != "disabled" and plan.next_after(now - timedelta(seconds=1), sync.timezone()) is None:
+        raise PlanError({_PLAN_MAIN_FIELD.get(kind, "kind"):
+                         "This schedule has no fire time left: the calendar ends with the year 9999."})
     return stored
 
 
@@ -170,6 +190,12 @@ def parse_recipients(text: str) -> list[str]:
 
 
 def _check_params(job_type: registry.JobType, raw: dict, errors: dict) -> dict:
+    too_long = {name for name, value in raw.items() if isinstance(value, str) and len(value) > PARAM_MAX}
+    for name in too_long:
+        errors[f"{PARAM_PREFIX}{name}" if name in job_type.params().fields else "params"] = \
+            f"At most {PARAM_MAX} characters."
+    if too_long:
+        return {}
     try:
         loaded = job_type.load_params(raw)
     except registry.InvalidArguments as exc:
@@ -196,9 +222,8 @@ def _check_execution(user, data: JobInput, errors: dict) -> tuple[str, int | Non
     if data.scope != Scope.DOMAIN:
         errors["scope"] = "Choose by domain or by installation."
         return Scope.DOMAIN, None
-    try:
-        domain_id = int(data.domain_id)
-    except (TypeError, ValueError):
+    domain_id = parse_id(data.domain_id)
+    if domain_id is None:
         errors["domain_id"] = "Choose the domain the job runs in."
         return Scope.DOMAIN, None
     allowed = db.session.scalar(domains_for_new_jobs(user).where(Domain.id == domain_id))

@@ -12,7 +12,7 @@ from webapp.auth.permissions import sees_installation_jobs
 from webapp.jobs import editing
 from webapp.jobs.editing import PARAM_PREFIX, PLAN_PREFIX, JobInput
 from webapp.models import Scope
-from webapp.scheduling.plans import DAY_NAMES, MAX_EVERY, MAX_POLL_SECONDS, MIN_POLL_SECONDS, PlanError
+from webapp.scheduling.plans import DAY_NAMES, MAX_EVERY, MAX_POLL_SECONDS, MIN_POLL_SECONDS, TEXT_LIMITS, PlanError
 
 
 class RunNowForm(FlaskForm):
@@ -62,10 +62,12 @@ class PlanForm(Form):
     days = SelectMultipleField("Days", choices=[Choice(str(i), name) for i, name in enumerate(DAY_NAMES)],
                                default=[str(i) for i in range(7)], validate_choice=False, widget=ListWidget(prefix_label=False),
                                option_widget=CheckboxInput())
-    times = StringField("Times of day", description="HH:MM, several separated by commas, e.g. 06:00, 18:30")
+    times = StringField("Times of day", description="HH:MM, several separated by commas, e.g. 06:00, 18:30",
+                        render_kw={"maxlength": TEXT_LIMITS["times"]})
     expression = StringField("Cron expression",
                              description="Five fields: minute hour day-of-month month day-of-week, "
-                                         "e.g. 30 2 * * 1-5")
+                                         "e.g. 30 2 * * 1-5",
+                             render_kw={"maxlength": TEXT_LIMITS["expression"]})
     seconds = StringField("Every (seconds)", widget=NumberInput(step=1, min=MIN_POLL_SECONDS, max=MAX_POLL_SECONDS),
                           description=f"{MIN_POLL_SECONDS} to {MAX_POLL_SECONDS}; 60 when left empty.")
 
@@ -103,8 +105,8 @@ def plan_data(plan: dict | None) -> dict:
 
 
 class JobForm(FlaskForm):
-    name = StringField("Name", render_kw={"maxlength": 120, "autocomplete": "off"})
-    description = TextAreaField("Description", render_kw={"rows": 2})
+    name = StringField("Name", render_kw={"maxlength": editing.NAME_MAX, "autocomplete": "off"})
+    description = TextAreaField("Description", render_kw={"rows": 2, "maxlength": editing.DESCRIPTION_MAX})
     job_type = SelectField("Job type", choices=[], validate_choice=False)
     scope = RadioField("Execution", choices=[Choice(Scope.DOMAIN.value, "By domain"),
                                              Choice(Scope.INSTALLATION.value, "By installation")],
@@ -113,9 +115,11 @@ class JobForm(FlaskForm):
     plan = FormField(PlanForm, separator="-")
     report_enabled = BooleanField("Send a report when a run ends")
     report_recipients = StringField("Recipients", description="Email addresses, separated by commas.",
-                                    render_kw={"placeholder": "data-manager@example.org, pi@example.org"})
+                                    render_kw={"placeholder": "data-manager@example.org, pi@example.org",
+                                               "maxlength": editing.RECIPIENTS_MAX})
     # The job type the posted parameters belong to: after a switch of type they are not read.
     params_for = HiddenField()
+    type_fixed = False  # a system job's type is its code's, whatever is posted
 
     def set_choices(self, job_types, kinds, domains, installation: bool):
         self.job_type.choices = [Choice(jt.key, jt.label) for jt in job_types]
@@ -124,7 +128,24 @@ class JobForm(FlaskForm):
         if not installation:
             self.scope.choices = [c for c in self.scope.choices if c.value != Scope.INSTALLATION]
 
-    def job_input(self, params_form) -> JobInput:
+    def _unseen(self, job_type) -> dict:
+        """The fields the browser had not shown when the form was saved (a type or schedule kind
+        changed without JavaScript), with messages keyed like InvalidJob.errors."""
+        problems = {}
+        offered = {choice.value for choice in self.job_type.choices}
+        if job_type is not None and job_type.key in offered and not self.type_fixed and \
+                self.params_for.raw_data and self.params_for.raw_data[0] not in ("", job_type.key):
+            problems["job_type"] = f"Check the parameters of {job_type.label} below, then save."
+        plan = self.plan.form
+        if plan.shown_kind.raw_data and plan.shown_kind.raw_data[0] not in ("", plan.kind.data):
+            problems[f"{PLAN_PREFIX}kind"] = "Check the fields of this schedule below, then save."
+        return problems
+
+    def job_input(self, params_form, job_type) -> JobInput:
+        """What was typed; raises InvalidJob if the user has not seen some of the fields to save."""
+        unseen = self._unseen(job_type)
+        if unseen:
+            raise editing.InvalidJob(unseen)
         return JobInput(
             name=self.name.data or "", description=self.description.data or "", job_type=self.job_type.data or "",
             scope=self.scope.data or "", domain_id=self.domain_id.data or None,
@@ -160,8 +181,9 @@ class ParamsForm(Form):
         for name, field in self._fields.items():
             if isinstance(field, BooleanField):
                 values[name] = bool(field.data)
-            elif (field.data or "").strip():
-                values[name] = field.data.strip()
+            elif field.data is not None and str(field.data).strip():
+                # Not posted (a field missing from the request): the value the form started from.
+                values[name] = str(field.data).strip()
         return values
 
 
@@ -217,6 +239,7 @@ def job_form(user, job=None, saving=False):
     types = editing.creatable_types(job)
     if job is not None and job.system:
         form.job_type.data = job.job_type
+        form.type_fixed = True
     elif not form.job_type.data:
         form.job_type.data = types[0].key if types else ""
     job_type = editing.job_type_or_none(form.job_type.data)

@@ -70,7 +70,7 @@ def run_now(job_id):
 @bp.route("/run", methods=["POST"])
 def run_selected():
     """Run now every job ticked on the list."""
-    ids = [int(i) for i in request.form.getlist("job_id") if i.isdigit()]
+    ids = {editing.parse_id(i) for i in request.form.getlist("job_id")} - {None}
     jobs = db.session.scalars(jobs_query(current_user).where(Job.id.in_(ids))).all() if ids else []
     started, refused = [], []
     for job in jobs:
@@ -105,7 +105,7 @@ def new():
     form, params, job_type = job_form(current_user, None, saving)
     if saving:
         try:
-            job = editing.create_job(current_user, form.job_input(params))
+            job = editing.create_job(current_user, form.job_input(params, job_type))
         except editing.InvalidJob as exc:
             form.show_errors(exc.errors, params)
             return _render_form(form, params, job_type, None, refused=True), 400
@@ -122,7 +122,7 @@ def edit(job_id):
     form, params, job_type = job_form(current_user, job, saving)
     if saving:
         try:
-            changed = editing.update_job(current_user, job, form.job_input(params))
+            changed = editing.update_job(current_user, job, form.job_input(params, job_type))
         except editing.InvalidJob as exc:
             form.show_errors(exc.errors, params)
             return _render_form(form, params, job_type, job, refused=True), 400
