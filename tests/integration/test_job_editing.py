@@ -7,7 +7,6 @@ as in real use); the test's own database reads happen in short `with app.app_con
 blocks. CSRF protection is on: every POST carries the token of the page, as a browser would.
 The server time zone is Europe/Amsterdam (tests/conftest.py).
 """
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from html.parser import HTMLParser
@@ -744,14 +743,21 @@ def test_editing_keeps_an_intervals_rhythm_unless_the_interval_changes(app, admi
     [event] = audits(app, job_id, "edit")
     assert set(event.after) == {"description"}
 
-    time.sleep(1.1)  # so that a kept anchor and a new one differ
-    later = utcnow().replace(microsecond=0)
-    saved(admin.post(f"/jobs/{job_id}/edit", data=new_job_form(admin, description="Renamed only",
-                                                                plan__kind="interval", plan__every="3",
-                                                                plan__unit="hours")))
+    # A new interval starts when it is saved: saved an hour after the anchor, it counts from then.
+    later = datetime.fromisoformat(anchor) + timedelta(hours=1)
+    with app.app_context():
+        from webapp.models import User
+
+        user = db.session.scalar(select(User).where(User.username == admin.username))
+        job = db.session.get(Job, job_id)
+        data = editing.JobInput(name=job.name, description=job.description, job_type=job.job_type,
+                                scope=job.scope, params=job.params,
+                                plan={"kind": "interval", "every": "3", "unit": "hours"})
+        assert set(editing.update_job(user, job, data, now=later)) == {"plan"}
     job = get_job(app, job_id)
-    assert datetime.fromisoformat(job.plan["anchor"]) >= later  # a new interval starts when saved
-    assert job.next_fire_at == datetime.fromisoformat(job.plan["anchor"])
+    assert job.plan == {"kind": "interval", "every": 3, "unit": "hours", "anchor": later.isoformat()}
+    assert job.next_fire_at == later
+    assert scheduled_entries(app) == {sync.occurrence_id(job_id): later.timestamp()}
 
 
 @pytest.fixture
