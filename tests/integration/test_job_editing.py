@@ -204,6 +204,13 @@ def new_job_form(client, **overrides) -> dict:
     return {k: v for k, v in data.items() if v is not None}
 
 
+def edit_job_form(client, job_id, **overrides) -> dict:
+    """new_job_form's values, posted from the job's edit page as just opened (with its version)."""
+    version = html(client.get(f"/jobs/{job_id}/edit")).find("input", name="version")
+    assert version is not None, "the edit form carries no version"
+    return {**new_job_form(client, **overrides), "version": version.attrs["value"]}
+
+
 def scheduled_entries(app) -> dict:
     with app.app_context():
         conn = redis_client.conn
@@ -464,7 +471,7 @@ def test_duplicate_names_are_refused_and_a_deleted_jobs_name_is_free(app, admin)
     assert get_job(app, job_id).name == "Old import"
 
     # Renaming another job to a taken name is refused the same way.
-    response = admin.post(f"/jobs/{job_id}/edit", data=new_job_form(admin, name="Nightly export"))
+    response = admin.post(f"/jobs/{job_id}/edit", data=edit_job_form(admin, job_id, name="Nightly export"))
     assert response.status_code == 400
     assert "already exists" in error_next_to(html(response), "name")
     assert get_job(app, job_id).name == "Old import" and get_job(app, taken).name == "Nightly export"
@@ -585,8 +592,8 @@ def test_a_domain_admin_creates_jobs_only_in_its_own_domain_subtree(app, sign_in
     assert client.get(f"/jobs/{job_id}").status_code == 200
 
     # Moving it to another domain through the edit form is refused too.
-    response = client.post(f"/jobs/{job_id}/edit", data=new_job_form(client, scope="domain",
-                                                                     domain_id=str(domains.study_b)))
+    response = client.post(f"/jobs/{job_id}/edit", data=edit_job_form(client, job_id, scope="domain",
+                                                                       domain_id=str(domains.study_b)))
     assert response.status_code == 400
     assert get_job(app, job_id).domain_id == domains.site_a1
 
@@ -705,8 +712,9 @@ def test_editing_a_job_shows_its_settings_and_audits_what_changed(app, admin):
     assert value_of(page, "param-duration") == "2"
     assert len(fire_times(page.find(id="plan-preview"))) == 5
 
-    form = new_job_form(admin, description="Checks the workers twice a day.", plan__kind="daily",
-                        plan__days=[str(d) for d in range(7)], plan__times="06:00, 18:00")
+    fields = dict(description="Checks the workers twice a day.", plan__kind="daily",
+                  plan__days=[str(d) for d in range(7)], plan__times="06:00, 18:00")
+    form = edit_job_form(admin, job_id, **fields)
     before_fire = get_job(app, job_id).next_fire_at
     now = utcnow()
     response = admin.post(f"/jobs/{job_id}/edit", data=form)
@@ -726,7 +734,7 @@ def test_editing_a_job_shows_its_settings_and_audits_what_changed(app, admin):
     assert "Job “Nightly self-test” is saved." in flashes(html(admin.get(f"/jobs/{job_id}")))
 
     # Saving again without a change writes nothing.
-    assert saved(admin.post(f"/jobs/{job_id}/edit", data=form)) == job_id
+    assert saved(admin.post(f"/jobs/{job_id}/edit", data=edit_job_form(admin, job_id, **fields))) == job_id
     assert len(audits(app, job_id, "edit")) == 1
     assert "Nothing was changed." in flashes(html(admin.get(f"/jobs/{job_id}")))
 
@@ -735,9 +743,9 @@ def test_editing_keeps_an_intervals_rhythm_unless_the_interval_changes(app, admi
     job_id = saved(admin.post("/jobs/new", data=new_job_form(admin, plan__kind="interval", plan__every="6",
                                                              plan__unit="hours")))
     anchor = get_job(app, job_id).plan["anchor"]
-    saved(admin.post(f"/jobs/{job_id}/edit", data=new_job_form(admin, description="Renamed only",
-                                                                plan__kind="interval", plan__every="6",
-                                                                plan__unit="hours")))
+    saved(admin.post(f"/jobs/{job_id}/edit", data=edit_job_form(admin, job_id, description="Renamed only",
+                                                                  plan__kind="interval", plan__every="6",
+                                                                  plan__unit="hours")))
     job = get_job(app, job_id)
     assert job.plan["anchor"] == anchor and job.description == "Renamed only"
     [event] = audits(app, job_id, "edit")
@@ -775,10 +783,10 @@ def test_a_system_jobs_name_description_and_type_cannot_be_edited(app, admin, sy
     assert system_job.name in page.text() and system_job.description in page.text()
     assert "automatic" in options_of(page, "plan-kind") and value_of(page, "plan-kind") == "automatic"
 
-    form = new_job_form(admin, name="Hacked", description="Hacked", job_type="system.selftest",
-                        scope="domain", params_for="system.purge_history", plan__kind="daily",
-                        plan__days=["6"], plan__times="03:00", report_enabled="y",
-                        report_recipients="ops@example.org")
+    form = edit_job_form(admin, system_job.id, name="Hacked", description="Hacked", job_type="system.selftest",
+                         scope="domain", params_for="system.purge_history", plan__kind="daily",
+                         plan__days=["6"], plan__times="03:00", report_enabled="y",
+                         report_recipients="ops@example.org")
     assert saved(admin.post(f"/jobs/{system_job.id}/edit", data=form)) == system_job.id
     job = get_job(app, system_job.id)
     assert (job.name, job.description, job.job_type, job.scope, job.system) == \
@@ -792,11 +800,149 @@ def test_a_system_jobs_name_description_and_type_cannot_be_edited(app, admin, sy
     assert set(event.after) == {"plan", "report_enabled", "report_recipients", "next_fire_at"}
 
     # Back to the plan its code declares.
-    saved(admin.post(f"/jobs/{system_job.id}/edit", data=new_job_form(
-        admin, plan__kind="automatic", report_enabled="y", report_recipients="ops@example.org")))
+    saved(admin.post(f"/jobs/{system_job.id}/edit", data=edit_job_form(
+        admin, system_job.id, plan__kind="automatic", report_enabled="y", report_recipients="ops@example.org")))
     job = get_job(app, system_job.id)
     assert job.plan == {"kind": "automatic"}
     assert job.next_fire_at.astimezone(TZ).strftime("%H:%M") == "02:30"
+
+
+# --- two administrators editing one job ------------------------------------------------------------
+
+def posted_by(page: Node) -> dict:
+    """What a browser submits for the job form on `page` (without pressing a refresh button)."""
+    form = page.find("form", id="job-form")
+    assert form is not None, "no job form on the page"
+    data: dict[str, list[str]] = {}
+    for node in form.iter():
+        name = node.attrs.get("name")
+        if not name or node.tag not in ("input", "select", "textarea"):
+            continue
+        if node.tag == "select":
+            options = node.find_all("option")
+            chosen = [o for o in options if "selected" in o.attrs] or options[:1]
+            data.setdefault(name, []).extend(o.attrs.get("value", o.text()) for o in chosen)
+        elif node.tag == "textarea":
+            data.setdefault(name, []).append(node.text())
+        elif node.attrs.get("type") in ("checkbox", "radio"):
+            if "checked" in node.attrs:
+                data.setdefault(name, []).append(node.attrs.get("value", "on"))
+        else:
+            data.setdefault(name, []).append(node.attrs.get("value", ""))
+    return {name: values[0] if len(values) == 1 else values for name, values in data.items()}
+
+
+@pytest.fixture
+def other_admin(app, domains):
+    """A second superadmin in a browser of their own."""
+    with app.app_context():
+        username = make_user(Role.SUPERADMIN).username
+    client = app.test_client()
+    page = client.get("/login")
+    assert client.post("/login", data={"username": username, "password": "pw",
+                                       "csrf_token": csrf_from(page)}).status_code == 302
+    client.username = username
+    return client
+
+
+def test_a_save_from_a_form_opened_before_another_admins_save_is_refused(app, admin, other_admin):
+    job_id = saved(admin.post("/jobs/new", data=new_job_form(admin, plan__kind="cron", plan__expression="0 4 * * *")))
+    # Both open the edit form of the job as it is.
+    form_a = posted_by(html(admin.get(f"/jobs/{job_id}/edit")))
+    form_b = posted_by(html(other_admin.get(f"/jobs/{job_id}/edit")))
+    assert form_a["version"] == form_b["version"] == "1"
+
+    saved(admin.post(f"/jobs/{job_id}/edit", data={**form_a, "description": "Twice a day.",
+                                                   "plan-expression": "0 4,16 * * *"}))
+    jobs, events = counts(app)
+    response = other_admin.post(f"/jobs/{job_id}/edit", data={**form_b, "name": "Renamed by B"})
+    assert response.status_code == 409
+    page = html(response)
+    [edit] = audits(app, job_id, "edit")
+    at = edit.at.astimezone(TZ).strftime("%Y-%m-%d %H:%M:%S")
+    conflict = page.find(id="edit-conflict")
+    assert conflict.attrs["role"] == "alert"
+    assert f"Changed by {admin.username} at {at} since you opened it" in conflict.text()
+    assert "Description: Checks the workers every night. → Twice a day." in conflict.text()
+    assert "Schedule: cron 0 4 * * * → cron 0 4,16 * * *" in conflict.text()
+    # What B changed on the old form (only the name), to apply again.
+    assert [li.text() for li in conflict.find("ul", class_="your-changes").find_all("li")] == \
+        ["Name: Renamed by B"]
+    # Nothing was written; A's change stands, and the form shows it, at the job's new version.
+    assert counts(app) == (jobs, events)
+    job = get_job(app, job_id)
+    assert (job.name, job.description, job.plan["expression"], job.version) == \
+        ("Nightly self-test", "Twice a day.", "0 4,16 * * *", 2)
+    refreshed = posted_by(page)
+    assert (refreshed["name"], refreshed["description"], refreshed["plan-expression"], refreshed["version"]) == \
+        ("Nightly self-test", "Twice a day.", "0 4,16 * * *", "2")
+
+    # B applies the change again on the refreshed form: it saves, and A's change stays.
+    saved(other_admin.post(f"/jobs/{job_id}/edit", data={**refreshed, "name": "Renamed by B"}))
+    job = get_job(app, job_id)
+    assert (job.name, job.description, job.plan["expression"], job.version) == \
+        ("Renamed by B", "Twice a day.", "0 4,16 * * *", 3)
+    # A's form is now stale too.
+    response = admin.post(f"/jobs/{job_id}/edit", data={**form_a, "description": "A again"})
+    assert response.status_code == 409
+    assert f"Changed by {other_admin.username}" in html(response).find(id="edit-conflict").text()
+    assert get_job(app, job_id).description == "Twice a day."
+
+
+def test_a_save_without_the_forms_version_is_refused_as_stale(app, admin):
+    job_id = saved(admin.post("/jobs/new", data=new_job_form(admin)))
+    form = posted_by(html(admin.get(f"/jobs/{job_id}/edit")))
+    for version in (None, "", "x", "0", "²", "99999999999999999999"):
+        data = {**form, "description": "Without a version"}
+        if version is None:
+            del data["version"]
+        else:
+            data["version"] = version
+        response = admin.post(f"/jobs/{job_id}/edit", data=data)
+        assert response.status_code == 409, version
+        assert "changed since you opened it" in html(response).find(id="edit-conflict").text()
+    assert get_job(app, job_id).description == "Checks the workers every night."
+    saved(admin.post(f"/jobs/{job_id}/edit", data={**form, "description": "With it"}))
+    assert get_job(app, job_id).description == "With it"
+
+
+def test_update_job_refuses_a_stale_version_and_writes_nothing(ctx, domains):
+    from webapp.models import Domain
+
+    alice, bob = make_user(username="alice"), make_user(username="bob")
+    start = utcnow().replace(microsecond=0)
+    data = editing.JobInput(name="Export", description="First", job_type="system.selftest", scope="domain",
+                            domain_id=domains.study_a, plan={"kind": "interval", "every": "6", "unit": "hours"})
+    job = editing.create_job(alice, data, now=start)
+    assert job.version == 1
+    # Saving no change leaves the version as it is.
+    assert editing.update_job(alice, job, editing.JobInput(**{**vars(data), "version": 1}), now=start) == {}
+    assert job.version == 1
+
+    alices = editing.JobInput(**{**vars(data), "domain_id": domains.site_a1,
+                                 "plan": {"kind": "interval", "every": "3", "unit": "hours"}, "version": 1})
+    assert set(editing.update_job(alice, job, alices, now=start + timedelta(minutes=1))) == {"domain_id", "plan"}
+    assert job.version == 2
+    bobs = editing.JobInput(**{**vars(data), "description": "Bob's", "version": 1})
+    with pytest.raises(editing.EditConflict) as refused:
+        editing.update_job(bob, job, bobs, now=start + timedelta(minutes=2))
+    [edit] = refused.value.edits
+    assert edit.actor == "alice"
+    assert edit.changes == [("Execution domain", "Study A", "Site A1"), ("Schedule", "every 6 hours", "every 3 hours")]
+    assert refused.value.yours == [("Description", "Bob's")]
+
+    db.session.expire_all()
+    job = db.session.get(Job, job.id)
+    assert (job.description, job.domain_id, job.plan["every"], job.version) == ("First", domains.site_a1, 3, 2)
+    assert db.session.get(Domain, domains.site_a1).name == "Site A1"
+    assert [e.action for e in db.session.scalars(select(AuditEvent).order_by(AuditEvent.id))] == ["create", "edit"]
+    # Invalid input on a stale form: still the conflict, with no values to re-apply.
+    with pytest.raises(editing.EditConflict) as refused:
+        editing.update_job(bob, job, editing.JobInput(**{**vars(bobs), "name": ""}))
+    assert refused.value.yours is None and len(refused.value.edits) == 1
+    # Without a version (a caller that reads and writes in one go) there is no check.
+    editing.update_job(bob, job, editing.JobInput(**{**vars(bobs), "version": None}))
+    assert (job.description, job.version) == ("Bob's", 3)
 
 
 # --- remove, restore, delete ------------------------------------------------------------------------
@@ -991,10 +1137,10 @@ def test_a_parameter_missing_from_the_post_keeps_its_value(app, admin):
     job_id = saved(admin.post("/jobs/new", data=new_job_form(admin, param__duration=None)))
     assert get_job(app, job_id).params["duration"] == 10.0
     # An edit: the job's own value, as the form showed it.
-    saved(admin.post(f"/jobs/{job_id}/edit", data=new_job_form(admin, param__duration="3")))
-    saved(admin.post(f"/jobs/{job_id}/edit", data=new_job_form(admin, description="Changed",
-                                                                param__duration=None,
-                                                                param__lines_per_second=None)))
+    saved(admin.post(f"/jobs/{job_id}/edit", data=edit_job_form(admin, job_id, param__duration="3")))
+    saved(admin.post(f"/jobs/{job_id}/edit", data=edit_job_form(admin, job_id, description="Changed",
+                                                                  param__duration=None,
+                                                                  param__lines_per_second=None)))
     job = get_job(app, job_id)
     assert (job.description, job.params["duration"], job.params["lines_per_second"]) == ("Changed", 3.0, 1.0)
 

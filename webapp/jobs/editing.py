@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from webapp.auth.permissions import domains_for_new_jobs, sees_installation_jobs
 from webapp.extensions import db
 from webapp.jobtypes import registry
-from webapp.models import Domain, Job, JobState, Scope
+from webapp.models import AuditEvent, Domain, Job, JobState, Scope
 from webapp.models.audit import record
 from webapp.models.types import utcnow
 from webapp.scheduling import sync
@@ -53,6 +53,26 @@ class NotAllowed(Exception):
     """The action does not apply to the job in its present state (the message says why)."""
 
 
+@dataclass(frozen=True)
+class Edit:
+    """One saved change of a job's settings, as the audit trail tells it."""
+
+    actor: str
+    at: datetime
+    changes: list[tuple[str, str, str]]  # (setting's label, before, after) as text
+
+
+class EditConflict(Exception):
+    """The job was changed since the form was opened: nothing is saved. `edits` are the
+    changes made meanwhile (oldest first); `yours` the (label, value) of each setting the
+    refused save would have changed, for the user to apply again (None if it was invalid)."""
+
+    def __init__(self, edits: list[Edit], yours: list[tuple[str, str]] | None):
+        self.edits, self.yours = edits, yours
+        super().__init__("; ".join(f"changed by {edit.actor} at {edit.at:%Y-%m-%d %H:%M}" for edit in edits)
+                         or "changed since the form was opened")
+
+
 @dataclass
 class JobInput:
     """What a job form submits, as typed. Parameters are raw values by parameter name
@@ -67,6 +87,9 @@ class JobInput:
     plan: dict = field(default_factory=lambda: {"kind": "disabled"})
     report_enabled: bool = False
     report_recipients: str = ""
+    # The job's version the form was opened at (Job.version): a save from an older one is
+    # refused. None: no check (callers that read and write the job in one go).
+    version: int | None = None
 
 
 # --- choices a form offers ----------------------------------------------------------------
@@ -308,6 +331,82 @@ def _iso(moment):
     return moment.isoformat() if moment else None
 
 
+# --- what changed, in words (for a refused save from a stale form) ---------------------------
+
+SETTING_LABELS = {"name": "Name", "description": "Description", "job_type": "Job type", "scope": "Execution",
+                  "domain_id": "Execution domain", "params": "Parameters", "plan": "Schedule",
+                  "report_enabled": "Report", "report_recipients": "Recipients"}
+SHOWN_EDITS = 10  # the most recent changes a refused save lists
+_SHOWN_TEXT = 200
+
+
+def setting_text(key: str, value, job_type_key: str | None = None) -> str:
+    """A stored setting as a line of text: "every 6 hours", "Study A", "on" ..."""
+    if value in (None, "", {}):
+        return "—"
+    if key == "plan":
+        job_type = job_type_or_none(job_type_key)
+        try:
+            return parse_plan(value, automatic=job_type.automatic_plan if job_type else None).describe()
+        except PlanError:
+            return "invalid plan"
+    if key == "params" and isinstance(value, dict):
+        return ", ".join(f"{name}={item}" for name, item in value.items())
+    if key == "domain_id":
+        domain = db.session.get(Domain, value) if parse_id(value) else None
+        return domain.name if domain else f"domain #{value}"
+    if key == "job_type":
+        job_type = job_type_or_none(value)
+        return job_type.label if job_type else str(value)
+    if key == "scope":
+        return "by installation" if value == Scope.INSTALLATION else "by domain"
+    if key == "report_enabled":
+        return "on" if value else "off"
+    text = str(value)
+    return text if len(text) <= _SHOWN_TEXT else text[:_SHOWN_TEXT - 1] + "…"
+
+
+def _edit_events_since(job: Job, version: int) -> list[AuditEvent]:
+    """The "edit" audit records of the job after `version`, oldest first. Every version bump
+    writes one, so they are the latest job.version - version of them."""
+    count = max(job.version - version, 0)
+    return db.session.scalars(
+        select(AuditEvent).where(AuditEvent.object_type == "job", AuditEvent.object_id == job.id,
+                                 AuditEvent.action == "edit").order_by(AuditEvent.id.desc()).limit(count)).all()[::-1]
+
+
+def _as_edit(event: AuditEvent, job: Job) -> Edit:
+    before, after = event.before or {}, event.after or {}
+    type_before, type_after = before.get("job_type", job.job_type), after.get("job_type", job.job_type)
+    return Edit(actor=event.actor_name, at=event.at,
+                changes=[(SETTING_LABELS[key], setting_text(key, before.get(key), type_before),
+                          setting_text(key, after.get(key), type_after)) for key in SETTINGS if key in after])
+
+
+def _differs(key: str, one, other) -> bool:
+    if key == "plan" and isinstance(one, dict) and isinstance(other, dict):
+        return _without_anchor(one) != _without_anchor(other)  # a fresh anchor is no change of the user's
+    return one != other
+
+
+def _conflict(user, job: Job, data: "JobInput", now: datetime) -> EditConflict:
+    """What a save of `data` from a stale form is told: the changes made since the form was
+    opened, and what the user changed on it (the settings then are the job's now, with those
+    changes taken back)."""
+    events = _edit_events_since(job, data.version)
+    opened = settings_of(job)
+    for event in reversed(events):
+        opened.update({key: value for key, value in (event.before or {}).items() if key in opened})
+    try:
+        settings = check(user, data, job, now=now)
+    except InvalidJob:
+        yours = None
+    else:
+        yours = [(SETTING_LABELS[key], setting_text(key, settings[key], settings["job_type"]))
+                 for key in SETTINGS if _differs(key, settings[key], opened[key])]
+    return EditConflict([_as_edit(event, job) for event in events[-SHOWN_EDITS:]], yours)
+
+
 # --- the actions ----------------------------------------------------------------------------
 
 def _schedule(job: Job, now: datetime) -> None:
@@ -356,11 +455,17 @@ def create_job(user, data: JobInput, *, now: datetime | None = None) -> Job:
 
 def update_job(user, job: Job, data: JobInput, *, now: datetime | None = None) -> dict:
     """Save the changed settings of a job; returns {setting: (before, after)} of what changed
-    (empty: nothing to save). Audited; rescheduled when its plan (or type) changed."""
+    (empty: nothing to save). Audited; rescheduled when its plan (or type) changed. Raises
+    EditConflict if the job was saved since `data.version`, InvalidJob for refused input."""
     now = (now or utcnow()).replace(microsecond=0)
-    settings = check(user, data, job, now=now)
-    Job.lock(job.id)  # no fire of this job interleaves with the change
-    db.session.refresh(job)
+    job = _locked(job)  # no fire or other save of this job interleaves with the change
+    try:
+        if data.version is not None and data.version != job.version:
+            raise _conflict(user, job, data, now)
+        settings = check(user, data, job, now=now)
+    except (EditConflict, InvalidJob):
+        db.session.rollback()
+        raise
     before = settings_of(job)
     changed = {key: (before[key], settings[key]) for key in SETTINGS if before[key] != settings[key]}
     if not changed:
@@ -368,6 +473,7 @@ def update_job(user, job: Job, data: JobInput, *, now: datetime | None = None) -
         return {}
     for key, (_, value) in changed.items():
         setattr(job, key, value)
+    job.version += 1  # under the job's lock; edits_since counts on one "edit" record per version
     fire_before = job.next_fire_at
     replan = "plan" in changed or "job_type" in changed
     if replan:

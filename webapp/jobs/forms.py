@@ -119,6 +119,8 @@ class JobForm(FlaskForm):
                                                "maxlength": editing.RECIPIENTS_MAX})
     # The job type the posted parameters belong to: after a switch of type they are not read.
     params_for = HiddenField()
+    # The job's version when the form was opened: a save from a stale form is refused.
+    version = HiddenField()
     type_fixed = False  # a system job's type is its code's, whatever is posted
 
     def set_choices(self, job_types, kinds, domains, installation: bool):
@@ -150,7 +152,16 @@ class JobForm(FlaskForm):
             name=self.name.data or "", description=self.description.data or "", job_type=self.job_type.data or "",
             scope=self.scope.data or "", domain_id=self.domain_id.data or None,
             params=params_form.raw() if params_form is not None else {}, plan=self.plan.raw(),
-            report_enabled=bool(self.report_enabled.data), report_recipients=self.report_recipients.data or "")
+            report_enabled=bool(self.report_enabled.data), report_recipients=self.report_recipients.data or "",
+            version=self._opened_at())
+
+    def _opened_at(self) -> int | None:
+        """The version the form was opened at (None for a new job); 0 if it is missing or garbled,
+        which no job has: such a save is refused like one from a stale form."""
+        if not self.version.object_data:
+            return None
+        posted = self.version.raw_data
+        return (editing.parse_id(posted[0]) if posted else None) or 0
 
     def show_errors(self, errors: dict, params_form) -> None:
         """Put each message of InvalidJob.errors on its field; the rest on the form."""
@@ -229,13 +240,15 @@ def _shown(value):
 
 # --- building the form for a request ----------------------------------------------------------
 
-def job_form(user, job=None, saving=False):
+def job_form(user, job=None, saving=False, posted=True):
     """(form, parameters form or None, job type or None) for a new job or an edit of `job`:
-    posted values over the job's settings or the defaults, with the choices `user` may make.
-    Unless the form is being saved, a schedule kind the chosen type does not offer (after a
-    switch of type) falls back to "disabled"; saving such a kind is refused instead."""
+    posted values (unless `posted` is false) over the job's settings or the defaults, with the
+    choices `user` may make. Unless the form is being saved, a schedule kind the chosen type
+    does not offer (after a switch of type) falls back to "disabled"; saving such a kind is
+    refused instead."""
     initial = _settings_of(job)
-    form = JobForm(data=initial)
+    posted = posted and request.method == "POST"
+    form = JobForm(data=initial) if posted else JobForm(formdata=None, data=initial)
     types = editing.creatable_types(job)
     if job is not None and job.system:
         form.job_type.data = job.job_type
@@ -250,9 +263,9 @@ def job_form(user, job=None, saving=False):
     form.plan.start_switched_fields(initial["plan"])
     params = None
     if job_type is not None:
-        posted = request.method == "POST" and form.params_for.data in (None, "", job_type.key)
+        own = posted and form.params_for.data in (None, "", job_type.key)
         stored = job.params if job is not None and job.job_type == job_type.key else None
-        params = params_form(job_type, request.form if posted else None, stored)
+        params = params_form(job_type, request.form if own else None, stored)
         form.params_for.data = job_type.key
     return form, params, job_type
 
@@ -263,7 +276,8 @@ def _settings_of(job) -> dict:
         return {"scope": Scope.DOMAIN.value, "plan": plan_data(None)}
     return {"name": job.name, "description": job.description, "job_type": job.job_type, "scope": job.scope,
             "domain_id": str(job.domain_id or ""), "plan": plan_data(job.plan),
-            "report_enabled": job.report_enabled, "report_recipients": job.report_recipients}
+            "report_enabled": job.report_enabled, "report_recipients": job.report_recipients,
+            "version": str(job.version)}
 
 
 def plan_preview_of(form, job_type, job=None) -> dict:

@@ -126,6 +126,10 @@ def edit(job_id):
         except editing.InvalidJob as exc:
             form.show_errors(exc.errors, params)
             return _render_form(form, params, job_type, job, refused=True), 400
+        except editing.EditConflict as exc:
+            # Nothing is saved: the form starts again from the settings the other save left.
+            form, params, job_type = job_form(current_user, job, posted=False)
+            return _render_form(form, params, job_type, job, conflict=exc), 409
         flash(f"Job “{job.name}” is saved." if changed else "Nothing was changed.",
               "success" if changed else "info")
         return redirect(url_for("jobs.detail", job_id=job.id))
@@ -198,8 +202,9 @@ def _form_fragment(job_id, template):
     return render_template(template, **_form_context(form, params, job_type, job))
 
 
-def _render_form(form, params, job_type, job, refused=False):
-    return render_template("jobs/form.html", refused=refused, **_form_context(form, params, job_type, job))
+def _render_form(form, params, job_type, job, refused=False, conflict=None):
+    return render_template("jobs/form.html", refused=refused, conflict=conflict,
+                           **_form_context(form, params, job_type, job))
 
 
 def _form_context(form, params, job_type, job):
