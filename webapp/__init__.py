@@ -18,7 +18,9 @@ def create_app(config_class=None):
     _validate(app)
     _configure_logging(app)
 
-    from webapp import extensions
+    from webapp import extensions, guards
+
+    guards.init_app(app)  # first: routes use its id converter, CSRFProtect reads bodies it has checked
 
     extensions.db.init_app(app)
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):

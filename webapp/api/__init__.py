@@ -12,8 +12,10 @@ api = Api()
 def init_app(app):
     from webapp.api.routes import blp
     from webapp.extensions import csrf
+    from webapp.guards import IdConverter, id_param_schema
 
     api.init_app(app, spec_kwargs={"security": [{"bearerAuth": []}]})
+    api.register_converter(IdConverter, id_param_schema)
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "description": "A token from `flask users token NAME`."}
     )

@@ -19,11 +19,9 @@ from webapp.runs.files import open_run_file
 
 blp = Blueprint("api", __name__, url_prefix="/api", description="Scheduled jobs and their runs.")
 
-# Ids are INTEGER columns: a larger number cannot name a row, so it does not match a route (404)
-# instead of reaching the database (SQLite cannot even bind it).
-MAX_ID = 2**31 - 1
-JOB_ID = f"<int(max={MAX_ID}):jobId>"
-RUN_ID = f"<int(max={MAX_ID}):runId>"
+# The app's one id converter (webapp.guards): an id no INTEGER column holds is a 404.
+JOB_ID = "<int:jobId>"
+RUN_ID = "<int:runId>"
 
 
 @blp.before_request
