@@ -1,13 +1,23 @@
 """/healthz and the command line, as an operator uses them."""
+from types import SimpleNamespace
+
 from sqlalchemy import func, select
 
 from tests.conftest import wait_for
-from tests.factories import make_job
+from tests.factories import make_job, make_user
 from webapp.extensions import db
 from webapp.models import Domain, Job, Run, RunStatus, User
 
 
-def test_healthz_reports_each_part(ctx, client, start_process, worker):
+def test_healthz_tells_anonymous_callers_the_status_alone(ctx, client, worker):
+    """A load balancer needs the status and its code; worker names are for the console's users."""
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.get_json() == {"status": "ok"}
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_healthz_reports_each_part(ctx, client, login_as, start_process, worker):
+    login_as(make_user())
     body = client.get("/healthz").get_json()
     assert body["database"]["ok"] and body["redis"]["ok"]
     assert body["workers"]["ok"] and body["workers"]["count"] == 1
@@ -17,13 +27,20 @@ def test_healthz_reports_each_part(ctx, client, start_process, worker):
     assert client.get("/healthz").status_code == 200
 
 
-def test_healthz_says_unavailable_when_redis_is_down(ctx, client, redis_server):
+def test_healthz_says_unavailable_when_redis_is_down(app, client, login_as, redis_server):
+    # No app context of the test around the requests: two clients must not share its `g`.
+    with app.app_context():
+        user = SimpleNamespace(username=make_user().username)
+    login_as(user)
+    anonymous = app.test_client()
     redis_server.stop()
     try:
         response = client.get("/healthz")
         assert response.status_code == 503
         body = response.get_json()
         assert body["status"] == "unavailable" and body["redis"]["ok"] is False and body["database"]["ok"]
+        response = anonymous.get("/healthz")
+        assert response.status_code == 503 and response.get_json() == {"status": "unavailable"}
     finally:
         redis_server.start()
 

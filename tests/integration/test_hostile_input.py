@@ -390,6 +390,29 @@ def test_a_view_may_take_larger_uploads(app):
     assert client.post("/test-upload", data=b"x" * (limit * 4)).status_code == 413
 
 
+# ---------------------------------------------------------------- what a browser keeps
+
+def test_pages_and_api_answers_are_not_kept_by_browsers_or_proxies(callers):
+    """A shared computer's back button or a proxy must not show a signed-in user's pages again."""
+    anonymous, admin = callers
+    ids = admin.world.ids
+    for path in ("/jobs/", f"/jobs/{ids['job_id']}", "/jobs/new", f"/jobs/{ids['job_id']}/edit",
+                 f"/runs/{ids['run_id']}", f"/runs/{ids['run_id']}/status", f"/runs/{ids['run_id']}/stream",
+                 f"/runs/files/{ids['file_id']}", "/healthz", "/jobs/999999", "/api/scheduled-jobs",
+                 f"/api/scheduled-jobs/{ids['job_id']}/runs/{ids['run_id']}",
+                 f"/api/scheduled-jobs/{ids['job_id']}/runs/{ids['run_id']}/result-file",
+                 "/api/scheduled-jobs/999999", "/api/openapi.json"):
+        response = admin.client.get(path, headers=admin.world.api_headers if path.startswith("/api") else {})
+        assert response.status_code in (200, 404), (path, response.status_code)
+        assert response.headers.get("Cache-Control") == "no-store", (path, response.headers.get("Cache-Control"))
+        response.close()
+    for path in ("/login", "/api/scheduled-jobs", "/healthz"):
+        assert anonymous.client.get(path).headers.get("Cache-Control") == "no-store", path
+    static = anonymous.client.get("/static/css/app.css")
+    assert static.status_code == 200 and "no-store" not in static.headers.get("Cache-Control", "")
+    static.close()
+
+
 # ---------------------------------------------------------------- every form the console shows
 
 class FormParser(HTMLParser):

@@ -1,7 +1,7 @@
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from flask import current_app
+from flask import current_app, request
 
 
 def init_app(app):
@@ -21,6 +21,10 @@ def init_app(app):
                                     "form-action 'self'")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
+        # Pages and API answers show what only their user may see: no browser history or proxy
+        # keeps them. Static files are the same for everyone.
+        if request.endpoint != "static":
+            response.headers["Cache-Control"] = "no-store"
         return response
 
     @app.context_processor

@@ -1,4 +1,5 @@
 from flask import Blueprint, jsonify, redirect, render_template, request, url_for
+from flask_login import current_user
 from werkzeug.exceptions import HTTPException
 
 from webapp.main import health
@@ -14,10 +15,11 @@ def index():
 
 @bp.route("/healthz")
 def healthz():
-    """JSON: database, Redis, workers and scheduler; 503 when the database or Redis is down."""
+    """JSON: the status, 503 when the database or Redis is down; signed-in users also see each part
+    (database, Redis, workers by name, scheduler), which is no business of anonymous callers."""
     report, healthy = health.check()
-    report["status"] = "ok" if healthy else "unavailable"
-    return jsonify(report), 200 if healthy else 503
+    status = {"status": "ok" if healthy else "unavailable"}
+    return jsonify({**report, **status} if current_user.is_authenticated else status), 200 if healthy else 503
 
 
 def register_error_handlers(app):
