@@ -191,3 +191,19 @@ def test_a_remember_me_cookie_signs_nobody_in(app, client):
             forged = encode_cookie(str(user.id))  # what Flask-Login would accept as "remember me"
     client.set_cookie("remember_token", forged)
     assert sent_to_sign_in(client.get("/jobs/"))
+
+
+def test_forms_work_after_signing_in_and_out_within_one_app_context(ctx, client):
+    """Flask-WTF caches a request's CSRF token in g; emptying the session must drop that too
+    (tests that hold an app context across requests share one g)."""
+    name = make_user().username
+    sign_in(client, name)
+    job_id = make_job().id
+    response = client.post(f"/jobs/{job_id}/remove", data={"csrf_token": csrf_from(client.get(f"/jobs/{job_id}"))})
+    assert response.status_code == 302
+    assert client.post("/logout", data={"csrf_token": csrf_from(client.get("/jobs/"))}).status_code == 302
+    sign_in(client, name)
+    assert client.post(f"/jobs/{job_id}/restore",
+                       data={"csrf_token": csrf_from(client.get(f"/jobs/{job_id}"))}).status_code == 302
+    db.session.expire_all()
+    assert db.session.get(Job, job_id).state == JobState.ACTIVE

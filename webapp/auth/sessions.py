@@ -24,7 +24,7 @@ def _idle() -> timedelta:
 def sign_in(user: User) -> None:
     """Start a session for the user, in a cookie session emptied first: nothing from before the
     sign-in carries over, and Flask-WTF makes a new CSRF token."""
-    session.clear()
+    _empty_cookie_session()
     UserSession.forget_dead_of(user, _idle())
     _, token = UserSession.open(user, request.remote_addr or "")
     login_user(user)
@@ -38,7 +38,13 @@ def sign_out() -> None:
         UserSession.end_token(token)
         db.session.commit()
     logout_user()
+    _empty_cookie_session()
+
+
+def _empty_cookie_session() -> None:
     session.clear()
+    # Flask-WTF caches the signed CSRF token in g; it belongs to the session just emptied.
+    g.pop(current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"), None)
 
 
 def load_user(user_id: str) -> User | None:
