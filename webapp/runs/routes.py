@@ -1,5 +1,3 @@
-import re
-
 from flask import (Blueprint, Response, abort, flash, redirect, render_template, request,
                    send_file, stream_with_context, url_for)
 from flask_login import current_user, login_required
@@ -56,11 +54,8 @@ def status(run_id):
 def live(run_id):
     """Server-sent events: the run's log lines and progress as they happen."""
     run = get_run_or_404(current_user, run_id)
-    conn = redis_client.conn
-    last_id = request.headers.get("Last-Event-ID", "0-0")
-    if not re.fullmatch(r"\d{1,20}-\d{1,20}", last_id):  # a stream entry id, or start over
-        last_id = "0-0"
-    body = stream_with_context(stream.events(run.id, conn, last_id))
+    resume = stream.resume_from(request.headers.get("Last-Event-ID"))  # a reconnecting browser
+    body = stream_with_context(stream.events(run.id, redis_client.conn, resume))
     return Response(body, mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

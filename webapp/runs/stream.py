@@ -1,7 +1,18 @@
 """Server-sent events for a run's live log: lines and progress from the run's Redis stream
-as they happen, then an `end` event; a finished run replays its log from the database."""
+as they happen, then an `end` event; a finished run replays its log from the database.
+
+Every event carries an id, which a reconnecting EventSource sends back as Last-Event-ID, so
+that it gets each line once:
+- a live event: "<stream entry id>/<seq>", the Redis entry and the seq of the last line sent;
+- a line or the progress replayed from the database: "db-<seq>";
+- the end: "end" (a reconnect after it gets the end alone).
+The seq in a live id lets a browser that watched a run live and reconnects after it ended
+get only the lines it has not seen from the database's copy.
+"""
 import json
+import re
 import time
+from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
@@ -13,12 +24,37 @@ from webapp.extensions import db
 from webapp.models import Run, RunLogLine
 
 KEEPALIVE_MS = 15000
+END_ID = "end"
+_UINT64 = 2**64 - 1  # the largest part of a Redis stream id
+_MAX_SEQ = 10**9
 
 
-def sse(event: str, data: str, entry_id: str | None = None) -> str:
+@dataclass(frozen=True)
+class Resume:
+    """Where a (re)connecting reader is: the Redis entry and line seq it got last, or the end."""
+
+    entry_id: str = "0-0"
+    after_seq: int = 0
+    ended: bool = False
+
+
+def resume_from(last_event_id: str | None) -> Resume:
+    """The Resume an event id of ours names; anything else starts over."""
+    text = last_event_id or ""
+    if text == END_ID:
+        return Resume(ended=True)
+    replayed = re.fullmatch(r"db-([0-9]{1,10})", text)
+    if replayed and int(replayed[1]) <= _MAX_SEQ:
+        return Resume(after_seq=int(replayed[1]))
+    live = re.fullmatch(r"([0-9]{1,20})-([0-9]{1,20})/([0-9]{1,10})", text)
+    if live and int(live[1]) <= _UINT64 and int(live[2]) <= _UINT64 and int(live[3]) <= _MAX_SEQ:
+        return Resume(entry_id=f"{int(live[1])}-{int(live[2])}", after_seq=int(live[3]))
+    return Resume()
+
+
+def sse(event: str, data: str, event_id: str) -> str:
     lines = "".join(f"data: {line}\n" for line in data.splitlines() or [""])
-    # The id lets a reconnecting EventSource resume after the last line it got (Last-Event-ID).
-    return (f"id: {entry_id}\n" if entry_id else "") + f"event: {event}\n{lines}\n"
+    return f"id: {event_id}\nevent: {event}\n{lines}\n"
 
 
 def render_line(line: dict) -> str:
@@ -29,13 +65,21 @@ def render_progress(percent, message) -> str:
     return render_template("runs/_progress.html", percent=int(percent), message=message)
 
 
-def events(run_id: int, conn, last_id: str = "0-0", block_ms: int = KEEPALIVE_MS):
+def _end(status: str) -> str:
+    return sse("end", json.dumps({"status": status}), END_ID)
+
+
+def events(run_id: int, conn, resume: Resume = Resume(), block_ms: int = KEEPALIVE_MS):
     """Yield SSE text until the run ends. Runs inside the request's app context."""
     run = db.session.get(Run, run_id)
+    if resume.ended:
+        yield _end(run.status)
+        return
     if run.is_final:
-        yield from _replay(run)
+        yield from _replay(run, resume.after_seq)
         return
     db.session.remove()  # hold no database connection while waiting on Redis
+    last_id, seq = resume.entry_id, resume.after_seq
     while True:
         try:
             entries = livelog.read(conn, run_id, last_id, block_ms=block_ms)
@@ -43,9 +87,8 @@ def events(run_id: int, conn, last_id: str = "0-0", block_ms: int = KEEPALIVE_MS
             time.sleep(1)
             entries = []
         if not entries:
-            status = _final_status(run_id)
-            if status:  # the stream expired or Redis was emptied after the end
-                yield sse("end", json.dumps({"status": status}))
+            if _is_over(run_id):  # the stream expired or Redis was emptied after the end
+                yield from _replay(db.session.get(Run, run_id), seq)
                 return
             yield ": keep-alive\n\n"
             continue
@@ -53,31 +96,49 @@ def events(run_id: int, conn, last_id: str = "0-0", block_ms: int = KEEPALIVE_MS
             last_id = entry_id
             kind = fields.get("t")
             if kind == "line":
-                yield sse("line", render_line({"seq": fields["seq"], "at": fields["at"],
-                                               "level": fields["level"], "message": fields["msg"]}), entry_id)
+                if int(fields["seq"]) <= seq:
+                    continue  # sent before the reconnect
+                seq = int(fields["seq"])
+                yield sse("line", render_line({"seq": fields["seq"], "at": fields["at"], "level": fields["level"],
+                                               "message": fields["msg"]}), f"{entry_id}/{seq}")
             elif kind == "progress":
-                yield sse("progress", render_progress(fields["p"], fields["msg"]), entry_id)
+                yield sse("progress", render_progress(fields["p"], fields["msg"]), f"{entry_id}/{seq}")
             elif kind == "status":
-                yield sse("status", json.dumps({"status": fields["status"]}), entry_id)
+                yield sse("status", json.dumps({"status": fields["status"]}), f"{entry_id}/{seq}")
             elif kind == "end":
-                yield sse("end", json.dumps({"status": fields["status"]}))
+                # The database has the whole log by now: lines that never reached Redis follow.
+                for line in _stored_lines(run_id, seq):
+                    yield _line_event(line)
+                yield _end(fields["status"])
                 return
 
 
-def _final_status(run_id) -> str | None:
-    """The run's status once it is over ("gone" if it was purged meanwhile), else None."""
+def _is_over(run_id) -> bool:
+    """Whether the run has ended (or was purged meanwhile)."""
     status = db.session.scalar(select(Run.status).where(Run.id == run_id))
     db.session.remove()
-    if status is None:
-        return "gone"
-    return None if status in ("queued", "in_progress") else status
+    return status not in ("queued", "in_progress")
 
 
-def _replay(run):
-    query = select(RunLogLine).where(RunLogLine.run_id == run.id).order_by(RunLogLine.seq)
-    for line in db.session.scalars(query):
-        yield sse("line", render_line({"seq": line.seq, "at": line.at.isoformat(), "level": line.level,
-                                       "message": line.message}))
-    yield sse("progress", render_progress(run.progress, run.progress_message))
-    yield sse("end", json.dumps({"status": run.status}))
-    current_app.logger.debug("replayed run=%s", run.id)
+def _stored_lines(run_id, after_seq):
+    return db.session.scalars(select(RunLogLine).where(RunLogLine.run_id == run_id, RunLogLine.seq > after_seq)
+                              .order_by(RunLogLine.seq))
+
+
+def _line_event(line: RunLogLine) -> str:
+    return sse("line", render_line({"seq": line.seq, "at": line.at.isoformat(), "level": line.level,
+                                   "message": line.message}), f"db-{line.seq}")
+
+
+def _replay(run, after_seq=0):
+    """The log of a finished run from the database, after the line `after_seq`."""
+    if run is None:  # purged meanwhile
+        yield _end("gone")
+        return
+    last = after_seq
+    for line in _stored_lines(run.id, after_seq):
+        last = line.seq
+        yield _line_event(line)
+    yield sse("progress", render_progress(run.progress, run.progress_message), f"db-{last}")
+    yield _end(run.status)
+    current_app.logger.debug("replayed run=%s after=%s", run.id, after_seq)
