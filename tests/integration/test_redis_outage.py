@@ -1,4 +1,8 @@
 """Redis restarted empty while people work: nothing lost, nothing stuck, no error pages."""
+import time
+
+from flask import g
+
 from tests.conftest import wait_for
 from tests.factories import csrf_from, make_job, make_user
 from tests.integration.test_engine import final
@@ -11,6 +15,9 @@ def test_run_now_during_a_redis_outage_runs_once_redis_is_back(ctx, client, logi
                                                                  worker, start_process):
     admin = make_user()
     login_as(admin)
+    # The test's requests share its app context, and with it Flask-WTF's cache of the CSRF token
+    # in g: drop the one made for the sign-in page, whose session the sign-in ended.
+    g.pop("csrf_token", None)
     job = make_job(params={"duration": 0, "lines_per_second": 0})
     planned = make_job(plan={"kind": "cron", "expression": "0 3 * * *"})
     sync.reschedule(planned)
@@ -37,3 +44,58 @@ def redis_server_has_occurrence(job_id):
     from webapp.extensions import redis_client
 
     return redis_client.conn.zscore(sync.scheduler().scheduled_jobs_key, sync.occurrence_id(job_id)) is not None
+
+
+def start_worker(start_process, **env):
+    """A worker process like the `worker` fixture's, with settings of its own."""
+    from rq import Worker
+
+    from webapp.extensions import redis_client
+
+    process = start_process(env=env)
+    wait_for(lambda: Worker.all(connection=redis_client.conn) or process.proc.poll() is not None, 30,
+             message="worker start")
+    assert process.proc.poll() is None, process.output()
+    return process
+
+
+def test_a_redis_outage_during_a_run_loses_nothing_and_the_worker_goes_on(ctx, redis_server, start_process):
+    from sqlalchemy import select
+
+    from tests.integration.test_recovery import in_progress
+    from webapp.execution import dispatch, livelog
+    from webapp.extensions import redis_client
+    from webapp.models import RunLogLine
+    from webapp.models.types import utcnow
+
+    # A run goes on through an outage shorter than the silence after which housekeeping would
+    # declare it lost (30 s by default, 4 s in the other tests).
+    worker = start_worker(start_process, FIRETIME_RUN_DEAD_AFTER="10")
+    job = make_job(params={"duration": 8, "lines_per_second": 5})
+    run = in_progress(dispatch.request_run(job).id)
+    wait_for(lambda: redis_client.conn.xlen(livelog.STREAM.format(run.id)) >= 15, 30, message="3 s of log")
+    away_from = utcnow()
+    redis_server.stop()
+    try:
+        time.sleep(2)  # the outage itself: Redis is away for 2 s of the run
+    finally:
+        back_at = utcnow()
+        redis_server.start()  # empty, as after a restart without persistence
+
+    # The live view resumes: lines reach the new, empty Redis while the run goes on.
+    wait_for(lambda: redis_client.conn.xlen(livelog.STREAM.format(run.id)) > 0, 30, message="live log resumed")
+    run = final(run.id, timeout=60)
+    assert run.status == RunStatus.SUCCEEDED, run.message
+    lines = db.session.execute(select(RunLogLine.message, RunLogLine.at).where(RunLogLine.run_id == run.id)
+                               .order_by(RunLogLine.seq)).all()
+    messages = [message for message, _ in lines]
+    assert messages[0].startswith("Self-test started") and messages[-1] == "Self-test finished."
+    assert len(messages) == run.line_count == run.stats["lines"] + 2  # every line, none twice
+    # The lines written while Redis was away reached the live view once it was back.
+    written_away = {message for message, at in lines if away_from <= at <= back_at}
+    assert len(written_away) >= 5
+    assert written_away <= {line["msg"] for line in livelog.all_lines(redis_client.conn, run.id)}
+
+    assert worker.proc.poll() is None, worker.output()[-3000:]  # the worker waited for Redis
+    again = final(dispatch.request_run(job, args="duration=0").id, timeout=60)
+    assert again.status == RunStatus.SUCCEEDED and again.worker_name == run.worker_name

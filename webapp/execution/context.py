@@ -1,5 +1,7 @@
-"""RunContext: what job code gets to report through. Every line and progress change goes
-to Redis at once for the live view and is kept in memory for the database at the end."""
+"""RunContext: what job code gets to report through. Every line and progress change is kept
+in memory for the database at the end, and handed to the run's live Publisher, which sends
+it to Redis for the live view from a thread of its own: job code never waits on Redis nor
+sees its errors."""
 import hashlib
 import logging
 import os
@@ -33,7 +35,7 @@ class OutputFile:
 class RunContext:
     run_id: int
     job_id: int
-    conn: object  # redis
+    live: livelog.Publisher | None
     files_dir: str
     params: dict = field(default_factory=dict)
     args: list = field(default_factory=list)
@@ -67,7 +69,8 @@ class RunContext:
         at = utcnow()
         seq = len(self.lines) + 1
         self.lines.append({"seq": seq, "at": at, "level": level, "message": message})
-        livelog.add_line(self.conn, self.run_id, seq, at, level, message)
+        if self.live:
+            self.live.line_added()
 
     def debug(self, message):
         self.log(message, "debug")
@@ -88,7 +91,8 @@ class RunContext:
         if percent == self.percent and message == self.progress_message:
             return
         self.percent, self.progress_message = percent, str(message)
-        livelog.set_progress(self.conn, self.run_id, percent, self.progress_message)
+        if self.live:
+            self.live.set_progress(percent, self.progress_message)
 
     def stat(self, key, value):
         self.stats[key] = value
@@ -96,12 +100,13 @@ class RunContext:
     # -- cancellation ----------------------------------------------------------------------
     def cancelled(self) -> bool:
         """True once a user asked to cancel this run. Cheap enough to call in a loop."""
-        if self.cancel_seen:
-            return True
+        if self.cancel_seen or self.live is None:
+            return self.cancel_seen
         now = time.monotonic()
         if now - self._cancel_checked >= 0.2:
             self._cancel_checked = now
-            self.cancel_seen = livelog.cancel_requested(self.conn, self.run_id)
+            self.live.ask_cancelled()  # answered by the live thread, seen by a later call
+        self.cancel_seen = self.live.cancel_seen
         return self.cancel_seen
 
     def check_cancelled(self):

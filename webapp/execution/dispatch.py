@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from redis.exceptions import RedisError
-from rq import Callback, Queue
+from rq import Queue
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -21,12 +21,17 @@ RUNNER = "webapp.execution.runner.execute"
 
 
 class NotRunnable(Exception):
-    """The job cannot be run now (removed, archived, deleted): a conflict, not bad input."""
+    """The job cannot be run now (removed, archived, deleted, its job type not installed): a
+    conflict, not bad input."""
 
 
 def request_run(job: Job, *, trigger=Trigger.HAND, user=None, args: str = "") -> Run:
     """Queue a run asked for by a person, the API or the CLI; it waits behind an active run."""
-    registry.get(job.job_type).params_for_run(job.params, args)  # refuse bad arguments now
+    try:
+        job_type = registry.get(job.job_type)
+    except registry.UnknownJobType as exc:
+        raise NotRunnable(f"Job {job.name!r} cannot run: {exc} Install it again, or delete the job.") from None
+    job_type.params_for_run(job.params, args)  # refuse bad arguments now
     Job.lock(job.id)
     db.session.refresh(job)  # as it is now, under the lock (not removed meanwhile)
     if not job.is_live or job.state != JobState.ACTIVE:
@@ -62,7 +67,7 @@ def fire_occurrence(job_id: int, fire_at_iso: str):
             place(job)
         return None
     now = utcnow()
-    if db.session.scalar(select(Run.id).where(Run.job_id == job.id, Run.occurrence_at == fire_at)):
+    if _claimed(job.id, fire_at):
         # Already claimed (skipped by hand, then the plan was restored to this time): move on.
         job.next_fire_at = next_fire(job, after=max(fire_at, now))
         db.session.commit()
@@ -93,6 +98,10 @@ def fire_occurrence(job_id: int, fire_at_iso: str):
     return run
 
 
+def _claimed(job_id: int, occurrence) -> bool:
+    return db.session.scalar(select(Run.id).where(Run.job_id == job_id, Run.occurrence_at == occurrence)) is not None
+
+
 def skip_next_occurrence(job: Job, user=None) -> Run | None:
     """Cancel the job's next planned occurrence only; its plan moves to the one after."""
     from webapp.scheduling.sync import next_fire, place
@@ -103,6 +112,13 @@ def skip_next_occurrence(job: Job, user=None) -> Run | None:
         db.session.rollback()
         return None
     occurrence = job.next_fire_at
+    while occurrence is not None and _claimed(job.id, occurrence):
+        # Fired or skipped already (a remove and restore brought the plan back to it): the
+        # next occurrence to skip is the one after.
+        occurrence = next_fire(job, after=occurrence)
+    if occurrence is None:
+        db.session.rollback()
+        return None
     run = Run(job_id=job.id, trigger=Trigger.PLAN, occurrence_at=occurrence, status=RunStatus.CANCELLED,
               requested_by_id=getattr(user, "id", None), finished_at=utcnow(),
               message=f"Planned occurrence cancelled by {getattr(user, 'username', 'system')}.")
@@ -150,8 +166,16 @@ def enqueue(run: Run) -> bool:
     """Put the run on its job type's RQ queue (idempotent: the RQ job id is the run's).
 
     If Redis is away the run stays queued in the database with enqueued_at set, and the
-    scheduler's housekeeping hands it to RQ again once Redis answers: nothing is lost."""
-    job_type = registry.get(run.job.job_type)
+    scheduler's housekeeping hands it to RQ again once Redis answers: nothing is lost. A run
+    whose job type is not installed fails at once, with that reason, instead of waiting for ever."""
+    try:
+        job_type = registry.get(run.job.job_type)
+    except registry.UnknownJobType as exc:
+        from webapp.execution.runner import finish_run
+
+        log.warning("run=%s cannot start: %s", run.id, exc)
+        finish_run(run.id, RunStatus.FAILED, f"{exc} The run could not start.", only=(RunStatus.QUEUED,))
+        return False
     queue = Queue(job_type.queue, connection=redis_client.conn)
     try:
         _enqueue_on(queue, run, job_type)
@@ -170,7 +194,6 @@ def _enqueue_on(queue, run, job_type):
         result_ttl=600,
         failure_ttl=7 * 86400,
         description=f"{run.job.name} (run {run.id})",
-        on_stopped=Callback("webapp.execution.runner.on_stopped"),
     )
 
 
@@ -178,12 +201,14 @@ def cancel_run(run: Run, user=None) -> str:
     """Cancel a waiting run at once; ask a running one to stop (killed after a grace period)."""
     from webapp.execution.runner import finish_run
 
+    def audit():
+        record("cancel", "run", run, actor=user, object_name=run.job.name, domain_id=run.job.domain_id)
+
     if run.status == RunStatus.QUEUED:
+        # The cancel and its audit record commit together, or neither does.
         if finish_run(run.id, RunStatus.CANCELLED, f"Cancelled by {getattr(user, 'username', 'system')} "
-                                                   "before it started.", only=(RunStatus.QUEUED,)):
+                                                   "before it started.", only=(RunStatus.QUEUED,), audit=audit):
             _remove_from_rq(run)
-            record("cancel", "run", run, actor=user, object_name=run.job.name, domain_id=run.job.domain_id)
-            db.session.commit()
             return "cancelled"
         db.session.refresh(run)
     if run.status == RunStatus.IN_PROGRESS:
@@ -191,7 +216,7 @@ def cancel_run(run: Run, user=None) -> str:
 
         db.session.execute(update(Run).where(Run.id == run.id, Run.cancel_requested_at.is_(None))
                            .values(cancel_requested_at=utcnow(), cancel_requested_by_id=getattr(user, "id", None)))
-        record("cancel", "run", run, actor=user, object_name=run.job.name, domain_id=run.job.domain_id)
+        audit()
         db.session.commit()
         try:
             livelog.request_cancel(redis_client.conn, run.id)
@@ -202,13 +227,15 @@ def cancel_run(run: Run, user=None) -> str:
 
 
 def _remove_from_rq(run: Run):
-    from rq.exceptions import NoSuchJobError
+    from rq.exceptions import InvalidJobOperation, NoSuchJobError
     from rq.job import Job as RQJob
 
     try:
         RQJob.fetch(run.rq_job_id, connection=redis_client.conn).cancel()
-    except (NoSuchJobError, RedisError):
-        pass  # gone, or Redis away: the claim in the runner refuses a cancelled run anyway
+    except (NoSuchJobError, InvalidJobOperation, RedisError):
+        # Gone, cancelled already, or Redis away: the claim in the runner refuses a cancelled
+        # run anyway.
+        pass
 
 
 def grace_expired(run: Run, now=None) -> bool:

@@ -1,8 +1,17 @@
 """The live side of a run in Redis: a stream of log lines and progress, a progress hash,
-the worker's heartbeat and the cancel flag. The database keeps the durable copy."""
+the work horse's heartbeat, the worker's watch over its horse and the cancel flag. The
+database keeps the durable copy: any call here may fail, and callers carry on without it."""
+import logging
+import threading
+import time
+
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
 STREAM = "firetime:run:{}:log"
 STATE = "firetime:run:{}:state"
 ALIVE = "firetime:run:{}:alive"
+WATCHED = "firetime:run:{}:watched"  # the worker whose horse runs it, while that worker lives
 CANCEL = "firetime:run:{}:cancel"
 
 
@@ -16,16 +25,15 @@ def add_line(conn, run_id, seq, at, level, message):
 
 
 def set_progress(conn, run_id, percent, message):
-    with conn.pipeline(transaction=False) as pipe:
-        pipe.hset(STATE.format(run_id), mapping={"progress": percent, "message": message})
-        pipe.xadd(STREAM.format(run_id), {"t": "progress", "p": percent, "msg": message})
-        pipe.execute()
+    conn.hset(STATE.format(run_id), mapping={"progress": percent, "message": message})
+    conn.xadd(STREAM.format(run_id), {"t": "progress", "p": percent, "msg": message})
 
 
 def mark_started(conn, run_id, worker, alive_ttl):
     """The run left the queue: its first heartbeat, and live readers refresh its status."""
     with conn.pipeline(transaction=False) as pipe:
         pipe.set(ALIVE.format(run_id), 1, ex=alive_ttl)
+        pipe.set(WATCHED.format(run_id), worker, ex=alive_ttl)
         pipe.hset(STATE.format(run_id), mapping={"progress": 0, "message": "started", "status": "in_progress"})
         pipe.xadd(STREAM.format(run_id), {"t": "status", "status": "in_progress", "worker": worker})
         pipe.execute()
@@ -38,7 +46,7 @@ def mark_end(conn, run_id, status, ttl):
         pipe.hset(STATE.format(run_id), "status", status)
         for key in (STREAM, STATE):
             pipe.expire(key.format(run_id), ttl)
-        pipe.delete(ALIVE.format(run_id), CANCEL.format(run_id))
+        pipe.delete(ALIVE.format(run_id), WATCHED.format(run_id), CANCEL.format(run_id))
         pipe.execute()
 
 
@@ -78,9 +86,118 @@ def is_alive(conn, run_id) -> bool:
     return bool(conn.exists(ALIVE.format(run_id)))
 
 
+def watch(conn, run_id, worker, ttl):
+    """Renewed by the worker process while its horse runs the run: a lease. Housekeeping
+    never declares the run dead while it holds, and the worker stops its horse before the
+    lease can lapse unseen (see FiretimeWorker)."""
+    conn.set(WATCHED.format(run_id), worker, ex=ttl)
+
+
+def watcher(conn, run_id) -> str | None:
+    """The name of the worker still watching the run's work horse, if any."""
+    name = conn.get(WATCHED.format(run_id))
+    return name.decode() if name else None
+
+
 def request_cancel(conn, run_id):
     conn.set(CANCEL.format(run_id), 1, ex=86400)
 
 
 def cancel_requested(conn, run_id) -> bool:
     return bool(conn.exists(CANCEL.format(run_id)))
+
+
+class Publisher:
+    """The live side of one run, kept by a thread of its work horse: it sends new log lines
+    and progress, renews the heartbeat and reads the cancel flag. Job code only touches
+    memory, so Redis being slow or away never blocks it nor raises into it. Lines that could
+    not be sent go out once Redis answers again (the database gets every line at the end)."""
+
+    RETRY_SECONDS = 1.0
+
+    def __init__(self, conn, run_id, lines: list, heartbeat_every: float, alive_ttl: int):
+        self.conn, self.run_id, self.lines = conn, run_id, lines
+        self.heartbeat_every, self.alive_ttl = heartbeat_every, alive_ttl
+        self.sent = 0  # how many of `lines` are in the stream
+        self.progress = None  # (percent, message) not sent yet
+        self.cancel_seen = False
+        self._check_cancel = False
+        self._closing = False
+        self._failing = False
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"live-{run_id}", daemon=True)
+
+    def start(self) -> "Publisher":
+        self._thread.start()
+        return self
+
+    def line_added(self):
+        self._wake.set()
+
+    def set_progress(self, percent, message):
+        self.progress = (percent, message)
+        self._wake.set()
+
+    def ask_cancelled(self):
+        """Have the thread read the cancel flag; `cancel_seen` shows its answer."""
+        self._check_cancel = True
+        self._wake.set()
+
+    def close(self, timeout=2.0):
+        """Send what is left, waiting briefly: the worker marks the end of the live log next,
+        and a reader stops there. If Redis is away the lines are in the database anyway."""
+        self._closing = True
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _loop(self):
+        next_beat = time.monotonic() + self.heartbeat_every  # mark_started gave the first one
+        while True:
+            self._wake.wait(max(0.0, next_beat - time.monotonic()))
+            self._wake.clear()
+            try:
+                if time.monotonic() >= next_beat and not self._closing:
+                    next_beat = time.monotonic() + self.heartbeat_every
+                    heartbeat(self.conn, self.run_id, self.alive_ttl)
+                    self._check_cancel = True
+                self._send()
+            except RedisError as exc:
+                self._note_failure(exc)
+                if self._closing:
+                    return
+                time.sleep(self.RETRY_SECONDS)
+                continue
+            if self._failing:
+                log.info("live log reaches Redis again run=%s", self.run_id)
+                self._failing = False
+            if self._closing:
+                return
+
+    def _send(self):
+        end, progress, check_cancel = len(self.lines), self.progress, self._check_cancel
+        with self.conn.pipeline(transaction=False) as pipe:
+            for line in self.lines[self.sent:end]:
+                add_line(pipe, self.run_id, line["seq"], line["at"], line["level"], line["message"])
+            if progress is not None:
+                set_progress(pipe, self.run_id, *progress)
+            if check_cancel:
+                pipe.exists(CANCEL.format(self.run_id))
+            if not len(pipe):
+                return
+            # A refused command (a key of the wrong type) is reported, not retried for ever.
+            results = pipe.execute(raise_on_error=False)
+        refused = [r for r in results if isinstance(r, Exception)]
+        if refused:
+            log.warning("live log write refused run=%s: %s", self.run_id, refused[0])
+        self.sent = end
+        if self.progress is progress:
+            self.progress = None
+        if check_cancel:
+            self._check_cancel = False
+            self.cancel_seen = self.cancel_seen or results[-1] == 1
+
+    def _note_failure(self, exc):
+        if not self._failing:
+            log.warning("live log cannot reach Redis run=%s (%s); lines are kept and sent when it answers",
+                        self.run_id, exc)
+            self._failing = True

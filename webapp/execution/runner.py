@@ -3,11 +3,12 @@ import logging
 import os
 import pickle
 import socket
-import threading
 import traceback
 from dataclasses import dataclass
+from typing import Callable
 
 from flask import current_app
+from redis.exceptions import RedisError
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import joinedload
 
@@ -61,31 +62,19 @@ handoff: dict[int, str] = {}
 
 def execute(run_id: int):
     """Run one Firetime run inside an RQ work horse."""
-    conn = redis_client.conn
     config = current_app.config
     claimed = preclaimed.pop(run_id) if run_id in preclaimed else claim(run_id, worker_label())
     if claimed is None:
         log.info("run not claimed (cancelled or already taken) run=%s", run_id)
         return
-    ctx = RunContext(run_id=run_id, job_id=claimed.job_id, conn=conn, files_dir=config["FILES_DIR"],
-                     args=claimed.args.split(), max_lines=config["LOG_MAX_LINES"], run_as=claimed.run_as)
-    stop = _start_heartbeat(conn, run_id, config["HEARTBEAT_SECONDS"], config["RUN_DEAD_AFTER"])
-    status, message = RunStatus.SUCCEEDED, ""
+    live = livelog.Publisher(redis_client.conn, run_id, [], config["HEARTBEAT_SECONDS"], config["RUN_DEAD_AFTER"])
+    ctx = RunContext(run_id=run_id, job_id=claimed.job_id, live=live.start(), files_dir=config["FILES_DIR"],
+                     args=claimed.args.split(), max_lines=config["LOG_MAX_LINES"], run_as=claimed.run_as,
+                     lines=live.lines)
     try:
-        job_type = registry.get(claimed.job_type)
-        ctx.params = job_type.params_for_run(claimed.params, claimed.args)
-        job_type.run(ctx, **ctx.params)
-        if ctx.cancelled():
-            status, message = RunStatus.CANCELLED, "Cancelled on request; the job stopped by itself."
-    except RunCancelled:
-        status, message = RunStatus.CANCELLED, "Cancelled on request."
-    except Exception as exc:  # job code never hides a failure: the run fails with its message
-        db.session.rollback()
-        status, message = RunStatus.FAILED, f"{type(exc).__name__}: {exc}"
-        ctx.error(message)
-        ctx.debug(traceback.format_exc())
+        status, message = _call_job_type(ctx, claimed)
     finally:
-        stop.set()
+        live.close()
     if status == RunStatus.SUCCEEDED and ctx.error_count:
         status, message = RunStatus.FAILED, ctx.first_error
     elif status == RunStatus.SUCCEEDED and ctx.warning_count:
@@ -100,21 +89,49 @@ def execute(run_id: int):
         finish_run(run_id, status, message, ctx=outcome)
 
 
+def _call_job_type(ctx: RunContext, claimed: Claimed) -> tuple[str, str]:
+    """Run the job code; how it ended, as (status, message)."""
+    try:
+        job_type = registry.get(claimed.job_type)
+        ctx.params = job_type.params_for_run(claimed.params, claimed.args)
+        job_type.run(ctx, **ctx.params)
+        if ctx.cancelled():
+            return RunStatus.CANCELLED, "Cancelled on request; the job stopped by itself."
+        return RunStatus.SUCCEEDED, ""
+    except RunCancelled:
+        return RunStatus.CANCELLED, "Cancelled on request."
+    except registry.UnknownJobType as exc:
+        ctx.error(str(exc))
+        return RunStatus.FAILED, str(exc)
+    except Exception as exc:  # job code never hides a failure: the run fails with its message
+        db.session.rollback()
+        message = f"{type(exc).__name__}: {exc}"
+        ctx.error(message)
+        ctx.debug(traceback.format_exc())
+        return RunStatus.FAILED, message
+
+
 def _leave(outcome: Outcome, path: str):
     with open(path + ".part", "wb") as handle:
         pickle.dump(outcome, handle, protocol=pickle.HIGHEST_PROTOCOL)
     os.replace(path + ".part", path)  # the worker sees a whole outcome or none
 
 
-def collect(run_id: int, path: str) -> bool:
+NO_OUTCOME = "The work horse ended without reporting how the run ended."
+
+
+def collect(run_id: int, path: str, reason: str = NO_OUTCOME, stopped: bool = False) -> bool:
     """In the worker, once the horse has exited: record the end the horse left behind. A horse
-    that left nothing (killed, stopped, or failing to write) has its run failed, unless that
-    run already ended another way."""
+    that left nothing was stopped on request, or died (killed, or failing to write): its run
+    ends that way, with the reason the worker saw, unless it already ended another way."""
     try:
         with open(path, "rb") as handle:
             outcome = pickle.load(handle)  # written by our own horse, in the worker's private dir
     except FileNotFoundError:
-        fail_lost_run(run_id, "The work horse ended without reporting how the run ended.")
+        if stopped:
+            end_stopped(run_id)
+        else:
+            fail_lost_run(run_id, reason)
         return False
     os.remove(path)
     return finish_run(run_id, outcome.status, outcome.message, ctx=outcome)
@@ -138,33 +155,23 @@ def claim(run_id: int, worker: str) -> Claimed | None:
     claimed = Claimed(run.id, job.id, job.job_type, dict(job.params or {}), run.args or "",
                       job.run_as.username if job.run_as else None, job.report_enabled)
     db.session.commit()
-    livelog.mark_started(redis_client.conn, run_id, worker, current_app.config["RUN_DEAD_AFTER"])
+    try:
+        livelog.mark_started(redis_client.conn, run_id, worker, current_app.config["RUN_DEAD_AFTER"])
+    except RedisError as exc:  # the claim stands: the run goes on, and its live side follows
+        log.warning("could not mark run=%s started in Redis (%s); running it anyway", run_id, exc)
     return claimed
 
 
-def _start_heartbeat(conn, run_id, every, ttl) -> threading.Event:
-    """Keep the run's alive key fresh from a thread of the work horse; it dies with the horse."""
-    stop = threading.Event()
-
-    def beat():
-        while not stop.wait(every):
-            try:
-                livelog.heartbeat(conn, run_id, ttl)
-            except Exception:  # Redis away for a moment: the next beat tries again
-                log.warning("heartbeat failed run=%s", run_id)
-
-    threading.Thread(target=beat, name=f"heartbeat-{run_id}", daemon=True).start()
-    return stop
-
-
 def finish_run(run_id: int, status: str, message: str = "", ctx: RunContext | None = None,
-               lines: list | None = None, job_id: int | None = None, only=ACTIVE_STATUSES) -> bool:
+               lines: list | None = None, job_id: int | None = None, only=ACTIVE_STATUSES,
+               audit: Callable[[], object] | None = None) -> bool:
     """Record a run's end once: the first caller wins (runner, cancel, reaper, stop callback).
 
     The job is locked first, then the run (the order every writer of a job's runs keeps), and
     the job's next waiting run is handed over in the same transaction, so a run asked for
     while this one ended cannot be left waiting. `only` narrows which statuses may end (a
-    cancel of a waiting run must not end one a worker has just started)."""
+    cancel of a waiting run must not end one a worker has just started). `audit` adds the
+    audit record of whoever ended it to the same transaction."""
     from webapp.execution.dispatch import enqueue, pick_next
 
     job_id = job_id or (ctx.job_id if ctx else db.session.scalar(select(Run.job_id).where(Run.id == run_id)))
@@ -191,6 +198,8 @@ def finish_run(run_id: int, status: str, message: str = "", ctx: RunContext | No
     following = pick_next(job_id, check_busy=ctx is None)
     reports = ctx.reports if ctx is not None else db.session.scalar(select(Job.report_enabled)
                                                                      .where(Job.id == job_id))
+    if audit is not None:
+        audit()
     db.session.commit()
     log.info("run finished run=%s job=%s status=%s", run_id, job_id, status)
     try:
@@ -218,24 +227,37 @@ def _end_values(status, message, ctx, lines) -> dict:
 
 
 def on_stopped(job, connection, *args, **kwargs):
-    """RQ callback in the worker when a run's work horse was stopped (cancel after the grace)."""
-    run_id = int(job.id.rsplit("-", 1)[1])
-    lines = _lines_from_stream(run_id)
-    finish_run(run_id, RunStatus.CANCELLED, "Cancelled on request; the job did not stop in time and was "
-                                            "stopped.", lines=lines)
+    """RQ's stop callback, named by RQ jobs enqueued by earlier versions; FiretimeWorker now
+    records a stopped run itself (RQ skips the callback when Redis lost the job's hash)."""
+    end_stopped(int(job.id.rsplit("-", 1)[1]))
 
 
-def _lines_from_stream(run_id):
+def end_stopped(run_id: int) -> bool:
+    """Record the end of a run whose horse its worker stopped on request: a cancel the job code
+    ignored past the grace, or housekeeping's stop of a horse gone silent."""
+    if db.session.scalar(select(Run.cancel_requested_at).where(Run.id == run_id)) is not None:
+        status, reason = RunStatus.CANCELLED, "Cancelled on request; the job did not stop in time and was stopped."
+    else:
+        status, reason = RunStatus.FAILED, (
+            f"The work horse running this job stopped answering (no heartbeat for "
+            f"{current_app.config['RUN_DEAD_AFTER']} s), so it was stopped before the next run could start.")
+    return finish_run(run_id, status, reason, lines=_lines_kept_in_redis(run_id))
+
+
+def _lines_kept_in_redis(run_id) -> list:
+    """The log lines of a run whose horse left no outcome: what reached its stream, if Redis
+    still has it (a line sent twice around an outage is kept once)."""
     from datetime import datetime
 
-    return [{"seq": int(f["seq"]), "at": datetime.fromisoformat(f["at"]), "level": f["level"],
-             "message": f["msg"]} for f in livelog.all_lines(redis_client.conn, run_id)]
+    try:
+        fields = livelog.all_lines(redis_client.conn, run_id)
+    except RedisError:
+        return []
+    lines = {int(f["seq"]): {"seq": int(f["seq"]), "at": datetime.fromisoformat(f["at"]), "level": f["level"],
+                             "message": f["msg"]} for f in fields}
+    return [lines[seq] for seq in sorted(lines)]
 
 
 def fail_lost_run(run_id: int, reason: str) -> bool:
     """Fail a run whose worker is gone, keeping whatever log reached Redis."""
-    try:
-        lines = _lines_from_stream(run_id)
-    except Exception:
-        lines = []
-    return finish_run(run_id, RunStatus.FAILED, reason, lines=lines)
+    return finish_run(run_id, RunStatus.FAILED, reason, lines=_lines_kept_in_redis(run_id))

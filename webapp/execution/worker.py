@@ -1,26 +1,138 @@
 """RQ's forking worker, taught about Firetime runs: the worker claims a run and records its
 end on its own warm connection, the horse only runs the job code, and a run is failed at once
-when its work horse dies."""
+when its work horse dies.
+
+Redis is a cache here too. A Redis error never ends the worker: between runs it waits for
+Redis and goes on; while a horse runs, RQ's bookkeeping is skipped until Redis answers, and
+the outcome, which the horse leaves in a file, is recorded in the database all the same. The
+worker holds a lease on the run its horse runs (livelog.watch): housekeeping asks the leasing
+worker to stop a horse that went silent, and declares a run lost only once no worker holds its
+lease. A worker cut off from Redis stops its horse before that lease can lapse unseen, so the
+next run of the job never starts beside one still running."""
+import functools
 import gc
 import logging
 import os
 import shutil
 import socket
 import tempfile
+import time
 
+from flask import current_app
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Worker
+from rq.command import parse_payload
+from rq.exceptions import StopRequested
 
+from webapp.execution import livelog
 from webapp.extensions import db
 
 log = logging.getLogger(__name__)
 RUN_PREFIX = "firetime-run-"
+REDIS_AWAY = (RedisConnectionError, RedisTimeoutError)
+
+
+def run_id_of(job) -> int | None:
+    return int(job.id[len(RUN_PREFIX):]) if job.id.startswith(RUN_PREFIX) else None
+
+
+def _tolerant(method):
+    """RQ bookkeeping that no run depends on: if Redis fails, note it and go on."""
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except RedisError as exc:
+            self.redis_trouble(method.__name__, exc)
+            return None
+    return call
+
+
+def _patient(method):
+    """A step of the worker's loop that needs Redis (and starts nothing): wait until Redis
+    answers, then take the step."""
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except REDIS_AWAY as exc:
+                self.redis_trouble(method.__name__, exc)
+                self.wait_for_redis()
+    return call
 
 
 class FiretimeWorker(Worker):
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, heartbeat_seconds=None, lease_seconds=None, **kwargs):
+        config = current_app.config
+        heartbeat_seconds = heartbeat_seconds or config["HEARTBEAT_SECONDS"]
+        kwargs.setdefault("job_monitoring_interval", heartbeat_seconds)
         super().__init__(*args, **kwargs)
         self.handoff_dir = tempfile.mkdtemp(prefix="firetime-worker-")  # private: mode 0700
+        self.lease_seconds = lease_seconds or config["RUN_DEAD_AFTER"]
+        # Checked once a monitoring interval: stop the horse early enough that the lease cannot
+        # lapse (and housekeeping start the next run) while the horse still runs.
+        self.fence_after = max(self.lease_seconds - 2 * self.job_monitoring_interval, 1)
+        self.redis_lost = False
+        self.lease_renewed_at = 0.0
+        self.running_job_id = None
+        self.stop_asked = False  # a stop command came for the running horse
+        self.horse_fate = None  # why the running horse ended without an outcome, when known
 
+    # -- Redis comes and goes -------------------------------------------------------------
+    def redis_trouble(self, step, exc):
+        if not self.redis_lost:
+            log.warning("worker %s: Redis failed in %s (%s); carrying on without it", self.name, step, exc)
+        self.redis_lost = True
+
+    def wait_for_redis(self):
+        delay = 0.5
+        while not self._stop_requested:
+            try:
+                self.rejoin()
+                return
+            except RedisError:
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        raise StopRequested()
+
+    def rejoin(self):
+        """Register again if Redis came back empty, or was emptied (one HEXISTS): so that the
+        worker is listed, and the stop commands for its run reach it."""
+        if not self.connection.hexists(self.key, "birth"):
+            self.connection.delete(self.key)  # a heartbeat may have left a partial hash
+            self.register_birth()
+            log.info("worker %s: registered again, Redis had lost it", self.name)
+        if self.redis_lost:
+            log.info("worker %s: Redis answers again", self.name)
+            self.redis_lost = False
+
+    check_for_suspension = _patient(Worker.check_for_suspension)
+    dequeue_job_and_maintain_ttl = _patient(Worker.dequeue_job_and_maintain_ttl)
+    run_maintenance_tasks = _tolerant(Worker.run_maintenance_tasks)
+    set_state = _tolerant(Worker.set_state)
+    set_current_job_working_time = _tolerant(Worker.set_current_job_working_time)
+    # In the horse: the run does not wait for RQ's records, its outcome goes to the database.
+    prepare_job_execution = _tolerant(Worker.prepare_job_execution)
+    handle_execution_ended = _tolerant(Worker.handle_execution_ended)
+    handle_job_success = _tolerant(Worker.handle_job_success)
+    handle_job_failure = _tolerant(Worker.handle_job_failure)
+    teardown = _tolerant(Worker.teardown)
+
+    @_tolerant
+    def heartbeat(self, timeout=None, pipeline=None):
+        if pipeline is None:
+            self.rejoin()
+        super().heartbeat(timeout, pipeline)
+
+    @_tolerant
+    def prepare_execution(self, job):
+        self.execution = None  # a failure here must not leave the previous run's record behind
+        return super().prepare_execution(job)
+
+    # -- one run ----------------------------------------------------------------------------
     def work(self, *args, **kwargs):
         try:
             return super().work(*args, **kwargs)
@@ -30,12 +142,12 @@ class FiretimeWorker(Worker):
     def execute_job(self, job, queue):
         from webapp.execution import runner
 
-        if not job.id.startswith(RUN_PREFIX):
+        run_id = run_id_of(job)
+        if run_id is None:
             db.session.remove()
             return super().execute_job(job, queue)
         # Claim and record the end here, on the worker's warm connection; the horse only runs
         # the job code (see runner.preclaimed and runner.handoff).
-        run_id = int(job.id[len(RUN_PREFIX):])
         path = os.path.join(self.handoff_dir, f"run-{run_id}.outcome")
         try:
             claimed = runner.preclaimed[run_id] = runner.claim(run_id, self.name)
@@ -45,19 +157,74 @@ class FiretimeWorker(Worker):
             db.session.rollback()
             claimed = None
         db.session.remove()  # no connection in use at the fork: the horse gets a pool of its own
+        self.running_job_id, self.horse_fate, self.stop_asked = job.id, None, False
+        self.lease_renewed_at = time.monotonic()
         try:
             return super().execute_job(job, queue)
         finally:
+            self.running_job_id = None
             runner.preclaimed.clear()
             runner.handoff.clear()
-            if claimed is not None:
-                try:
-                    runner.collect(run_id, path)
-                except Exception:  # database away: the reaper fails the silent run, log kept
-                    log.exception("could not record the end of run=%s", run_id)
-                    db.session.rollback()
-                finally:
-                    db.session.remove()
+            self.record_end(run_id, path, claimed is not None)
+
+    def record_end(self, run_id, path, claimed_here):
+        from webapp.execution import runner
+
+        try:
+            if claimed_here:
+                runner.collect(run_id, path, self.horse_fate or runner.NO_OUTCOME, stopped=self.stop_asked)
+            elif self.stop_asked:
+                runner.end_stopped(run_id)
+            elif self.horse_fate:
+                runner.fail_lost_run(run_id, self.horse_fate)
+        except Exception:  # database away: the reaper fails the silent run, log kept
+            log.exception("could not record the end of run=%s", run_id)
+            db.session.rollback()
+        finally:
+            db.session.remove()
+
+    def monitor_work_horse(self, job, queue):
+        try:
+            super().monitor_work_horse(job, queue)
+        except RedisError as exc:
+            # Every Redis call while the horse runs is tolerant, so the horse has ended: only
+            # RQ's record of how is missing. The outcome file tells the rest.
+            self.redis_trouble("monitor_work_horse", exc)
+
+    def maintain_heartbeats(self, job):
+        """Once a monitoring interval while the horse runs: renew the run's lease first."""
+        run_id = run_id_of(job)
+        try:
+            if run_id is not None:
+                livelog.watch(self.connection, run_id, self.name, self.lease_seconds)
+                self.lease_renewed_at = time.monotonic()
+            self.rejoin()
+            if self.execution is not None:
+                super().maintain_heartbeats(job)
+        except RedisError as exc:
+            self.redis_trouble("maintain_heartbeats", exc)
+            if run_id is not None and time.monotonic() - self.lease_renewed_at > self.fence_after:
+                self.fence(run_id)
+
+    def fence(self, run_id):
+        """Redis has not heard from this worker for so long that housekeeping may soon declare
+        the run lost and start the next run of its job: stop the horse before that."""
+        silent = int(time.monotonic() - self.lease_renewed_at)
+        log.error("worker %s: no Redis for %s s; stopping the work horse of run=%s", self.name, silent, run_id)
+        self.horse_fate = (f"The worker running this job could not reach Redis for {silent} s, so it stopped the "
+                           "run: it would have been declared lost and the job's next run started beside it.")
+        self.kill_horse()
+
+    def handle_payload(self, message):
+        payload = parse_payload(message)
+        if payload.get("command") == "stop-job" and payload.get("job_id") == self.running_job_id:
+            self.stop_asked = True  # set before the kill: the run ends as stopped, not as lost
+        super().handle_payload(message)
+
+    def get_current_job_id(self, pipeline=None):
+        # Known here while a horse runs, even when Redis was emptied meanwhile: a stop command
+        # for the run must still reach its horse.
+        return self.running_job_id or super().get_current_job_id(pipeline)
 
     def main_work_horse(self, job, queue):
         # Drop (without closing) the worker's pooled connections: they stay the worker's.
@@ -66,19 +233,13 @@ class FiretimeWorker(Worker):
 
     def handle_work_horse_killed(self, job, retpid, ret_val, rusage):
         super().handle_work_horse_killed(job, retpid, ret_val, rusage)
-        if not job.id.startswith(RUN_PREFIX):
+        if self.horse_fate or run_id_of(job) is None:
             return
-        from webapp.execution.runner import fail_lost_run
-
         if ret_val is None:  # RQ killed it: it ran far past its time limit
-            reason = "The job ran past its time limit and its work horse was killed."
+            self.horse_fate = "The job ran past its time limit and its work horse was killed."
         else:
             how = f"signal {os.WTERMSIG(ret_val)}" if os.WIFSIGNALED(ret_val) else f"status {ret_val}"
-            reason = f"The worker process running this job ended unexpectedly ({how})."
-        try:
-            fail_lost_run(int(job.id[len(RUN_PREFIX):]), reason)
-        finally:
-            db.session.remove()
+            self.horse_fate = f"The worker process running this job ended unexpectedly ({how})."
 
 
 def warm_up():
@@ -102,6 +263,5 @@ def warm_up():
 def run_worker(queues, connection, burst=False, with_scheduler=False):
     warm_up()
     # Named by host and process, never by an inherited RQ_WORKER_ID (that names a horse's worker).
-    worker = FiretimeWorker(queues, connection=connection, name=f"{socket.gethostname()}.{os.getpid()}",
-                            job_monitoring_interval=5)
+    worker = FiretimeWorker(queues, connection=connection, name=f"{socket.gethostname()}.{os.getpid()}")
     return worker.work(burst=burst, with_scheduler=with_scheduler, logging_level="INFO")
