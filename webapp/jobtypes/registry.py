@@ -10,7 +10,11 @@ MAIL_QUEUE = "mail"  # run report emails (execution/notify.py), served by the no
 
 
 class UnknownJobType(KeyError):
-    pass
+    """A stored key no installed job type answers to (renamed in an upgrade, or its module
+    dropped from FIRETIME_JOBTYPE_MODULES)."""
+
+    def __str__(self):
+        return f"Its job type {self.args[0]!r} is not installed."
 
 
 class InvalidArguments(ValueError):
@@ -94,6 +98,11 @@ def get(key: str) -> JobType:
         return _REGISTRY[key]
     except KeyError:
         raise UnknownJobType(key) from None
+
+
+def is_known(key: str) -> bool:
+    load_builtin()
+    return key in _REGISTRY
 
 
 def all_types() -> list[JobType]:

@@ -3,10 +3,12 @@ fire never waits for a free worker) and housekeeping in the same pass. Only the 
 holding rq-scheduler's lock does a pass; the database claim makes a double fire harmless."""
 import logging
 import time
+from operator import call
 
 from rq_scheduler import Scheduler
 
 from webapp.execution import dispatch
+from webapp.execution.isolation import each
 from webapp.execution.recovery import Reaper
 from webapp.extensions import db
 from webapp.scheduling import sync
@@ -56,25 +58,28 @@ class FiretimeScheduler(Scheduler):
         return fired
 
     def housekeeping(self):
+        """Each step on its own: one failing (Redis away, a bad job) never skips the others."""
         now = time.monotonic()
+        steps = []
         if now >= self._next_resync:
             self._next_resync = now + self.app.config["RESYNC_SECONDS"]
-            sync.ensure_system_jobs()
-            sync.resync()
+            steps += [sync.ensure_system_jobs, sync.resync]
         if now >= self._next_reap:
             self._next_reap = now + self.app.config["REAP_SECONDS"]
-            self.reaper.run_once()
+            steps.append(self.reaper.run_once)
+        each(steps, call, "housekeeping step")
 
 
 def run_scheduler(app, connection, burst=False):
     """Run until stopped; if Redis goes away, wait for it and carry on. System jobs are created
     by the first pass's housekeeping."""
     from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
 
     while True:
         try:
             FiretimeScheduler(app, connection=connection).run(burst=burst)
             return
-        except RedisConnectionError:
+        except (RedisConnectionError, RedisTimeoutError):
             log.warning("scheduler lost Redis; retrying in 2 s")
             time.sleep(2)

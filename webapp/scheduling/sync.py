@@ -10,6 +10,7 @@ from rq.job import Job as RQJob
 from rq_scheduler import Scheduler
 from sqlalchemy.exc import IntegrityError
 
+from webapp.execution.isolation import each
 from webapp.extensions import db, redis_client
 from webapp.jobtypes import registry
 from webapp.models import Job
@@ -27,13 +28,19 @@ def timezone() -> ZoneInfo:
 
 
 def job_plan(job: Job) -> Plan:
-    return parse_plan(job.plan, automatic=registry.get(job.job_type).automatic_plan)
+    """The job's plan; only an automatic plan needs its job type (which declares it)."""
+    automatic = registry.get(job.job_type).automatic_plan if (job.plan or {}).get("kind") == "automatic" else None
+    return parse_plan(job.plan, automatic=automatic)
 
 
 def next_fire(job: Job, after: datetime) -> datetime | None:
     if not job.schedulable:
         return None
-    return job_plan(job).next_after(after, timezone())
+    try:
+        plan = job_plan(job)
+    except registry.UnknownJobType:
+        return None  # an automatic plan went with its job type, and comes back with it
+    return plan.next_after(after, timezone())
 
 
 def first_fire(job: Job, now: datetime | None = None) -> datetime | None:
@@ -70,26 +77,32 @@ def resync(now: datetime | None = None) -> dict:
     held = {member.decode(): score
             for member, score in conn.zrange(sched.scheduled_jobs_key, 0, -1, withscores=True)}
     wanted = {}
-    for job in db.session.scalars(Job.live()):
+
+    def want(job):
         if not job.schedulable:
             job.next_fire_at = None
         elif job.next_fire_at is None:
             job.next_fire_at = first_fire(job, now)
         if job.next_fire_at is not None:
             wanted[occurrence_id(job.id)] = (job, job.next_fire_at)  # the time as read, before commit
+
+    each(db.session.scalars(Job.live()).all(), want, "computing the next occurrence", rollback=False)
     db.session.commit()
     with conn.pipeline(transaction=False) as pipe:
         for member in wanted:
             pipe.exists(RQJob.key_for(member))
         hashes_present = dict(zip(wanted, pipe.execute(), strict=True))
-    placed = 0
-    for member, (job, at) in wanted.items():
-        if held.get(member) != at.timestamp() or not hashes_present[member]:
-            place(job, conn)
-            placed += 1
+
+    def place_if_wrong(member):
+        job, at = wanted[member]
+        if held.get(member) == at.timestamp() and hashes_present[member]:
+            return False
+        place(job, conn)
+        return True
+
+    placed = each(list(wanted), place_if_wrong, "placing an occurrence")
     stray = [member for member in held if member.startswith(OCCURRENCE_PREFIX) and member not in wanted]
-    for member in stray:
-        sched.cancel(member)
+    each(stray, sched.cancel, "removing a stray occurrence")
     if placed or stray:
         log.info("resync placed=%s removed=%s kept=%s", placed, len(stray), len(wanted) - placed)
     return {"placed": placed, "removed": len(stray), "kept": len(wanted) - placed}
