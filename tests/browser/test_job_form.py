@@ -4,7 +4,7 @@ from datetime import datetime, timedelta
 
 from playwright.sync_api import expect
 
-from tests.factories import make_domain, make_user
+from tests.factories import make_domain, make_job, make_user
 from webapp.models.types import utcnow
 
 
@@ -82,4 +82,47 @@ def test_create_an_interval_job_seeing_its_fire_times_before_saving(ctx, live_se
     expect(page.locator("#plan-preview ol.fire-times li")).to_have_count(5)
     screenshot(page, "job-edit.png")
     # The content security policy blocked nothing the pages need.
+    assert page.console_errors == []
+
+
+def sign_in(page, live_server, username):
+    page.goto(f"{live_server}/jobs/")
+    page.fill("#username", username)
+    page.fill("#password", "correct horse")
+    page.click("button[type=submit]")
+    expect(page.locator("h1")).to_have_text("Jobs")
+
+
+def test_two_admins_edit_one_job_and_the_second_save_is_refused_with_what_changed(ctx, live_server, page):
+    make_user(username="alice", password="correct horse")
+    make_user(username="bob", password="correct horse")
+    job = make_job(name="Nightly export", description="Every night.",
+                   params={"duration": 0.0, "lines_per_second": 0.0, "fail_at_end": False, "output_csv": False})
+    bob = page.context.browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    sign_in(page, live_server, "alice")
+    sign_in(bob, live_server, "bob")
+    for admin in (page, bob):
+        admin.goto(f"{live_server}/jobs/{job.id}/edit")
+        expect(admin.locator("h1")).to_have_text("Edit Nightly export")
+
+    page.get_by_label("Description").fill("Every night, and at noon.")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.locator(".flash-success")).to_have_text("Job “Nightly export” is saved.")
+
+    bob.get_by_label("Name", exact=True).fill("Nightly export (all sites)")
+    bob.get_by_role("button", name="Save changes").click()
+    conflict = bob.locator("#edit-conflict")
+    expect(conflict).to_contain_text("Not saved: this job was changed since you opened it.")
+    expect(conflict).to_contain_text("Changed by alice at ")
+    expect(conflict).to_contain_text("Description: Every night. → Every night, and at noon.")
+    expect(conflict.locator(".your-changes")).to_have_text("Name: Nightly export (all sites)")
+    # The form shows the job as alice left it; bob types his change again and saves.
+    expect(bob.get_by_label("Description")).to_have_value("Every night, and at noon.")
+    expect(bob.get_by_label("Name", exact=True)).to_have_value("Nightly export")
+    screenshot(bob, "job-edit-conflict.png")
+    bob.get_by_label("Name", exact=True).fill("Nightly export (all sites)")
+    bob.get_by_role("button", name="Save changes").click()
+    expect(bob.locator("h1")).to_contain_text("Nightly export (all sites)")
+    expect(bob.locator("body")).to_contain_text("Every night, and at noon.")
+    # The refused save answered 409, which Chromium logs as a console error.
     assert page.console_errors == []

@@ -389,6 +389,15 @@ def _differs(key: str, one, other) -> bool:
     return one != other
 
 
+def _with_defaults(params: dict, job_type_key: str) -> dict:
+    """Stored parameters as a save would store them (defaults filled in), to compare with one."""
+    job_type = job_type_or_none(job_type_key)
+    try:
+        return job_type.params().dump(job_type.load_params(params)) if job_type else params
+    except registry.InvalidArguments:
+        return params
+
+
 def _conflict(user, job: Job, data: "JobInput", now: datetime) -> EditConflict:
     """What a save of `data` from a stale form is told: the changes made since the form was
     opened, and what the user changed on it (the settings then are the job's now, with those
@@ -397,6 +406,7 @@ def _conflict(user, job: Job, data: "JobInput", now: datetime) -> EditConflict:
     opened = settings_of(job)
     for event in reversed(events):
         opened.update({key: value for key, value in (event.before or {}).items() if key in opened})
+    opened["params"] = _with_defaults(opened["params"], opened["job_type"])
     try:
         settings = check(user, data, job, now=now)
     except InvalidJob:
@@ -473,7 +483,7 @@ def update_job(user, job: Job, data: JobInput, *, now: datetime | None = None) -
         return {}
     for key, (_, value) in changed.items():
         setattr(job, key, value)
-    job.version += 1  # under the job's lock; edits_since counts on one "edit" record per version
+    job.version += 1  # under the job's lock; _edit_events_since counts on one "edit" record per version
     fire_before = job.next_fire_at
     replan = "plan" in changed or "job_type" in changed
     if replan:
