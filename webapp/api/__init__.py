@@ -2,6 +2,9 @@ from flask_smorest import Api as SmorestApi
 
 
 class Api(SmorestApi):
+    # Each operation documents its own error answers (webapp.api.routes.errors), not a catch-all.
+    DEFAULT_ERROR_RESPONSE_NAME = None
+
     def _register_error_handlers(self):
         """Errors are answered by the app's one handler (JSON under /api, HTML elsewhere)."""
 

@@ -5,8 +5,8 @@ from flask_smorest import Blueprint
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from webapp.api.schemas import (API_STATUS, STATUS_FILTER, ApiErrorSchema, JobSchema, RunQuerySchema,
-                                RunRequestSchema, RunSchema)
+from webapp.api.schemas import (API_STATUS, JOB_EXAMPLE, STATUS_FILTER, ApiErrorSchema, JobSchema,
+                                RunQuerySchema, RunRequestSchema, RunSchema)
 from webapp.auth.permissions import get_job_or_404, get_run_or_404, jobs_query
 from webapp.execution import dispatch
 from webapp.extensions import db
@@ -22,6 +22,29 @@ blp = Blueprint("api", __name__, url_prefix="/api", description="Scheduled jobs 
 # The app's one id converter (webapp.guards): an id no INTEGER column holds is a 404.
 JOB_ID = "<int:jobId>"
 RUN_ID = "<int:runId>"
+
+# The error answers of every call (a JSON ApiError each); `errors()` adds an operation's own.
+COMMON_ERRORS = {
+    400: "A query value holding a control character, or longer than 2048 characters.",
+    401: "No valid API token.",
+    429: "Too many requests with a bad API token from this address; wait the seconds Retry-After says.",
+}
+ERROR_HEADERS = {
+    401: {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}, "required": True}},
+    429: {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}, "required": True}},
+}
+NOT_FOUND = "No such job, or not one the caller may see."
+
+
+def errors(own: dict | None = None):
+    """Document an operation's error answers: those of every call, and its own (which may say
+    more about 400)."""
+    def decorate(view):
+        for code, description in sorted({**COMMON_ERRORS, **(own or {})}.items()):
+            view = blp.alt_response(code, schema=ApiErrorSchema, description=description,
+                                    headers=ERROR_HEADERS.get(code))(view)
+        return view
+    return decorate
 
 
 @blp.before_request
@@ -50,8 +73,8 @@ def _job_payload(job, latest):
 
 @blp.route("/scheduled-jobs")
 class ScheduledJobs(MethodView):
-    @blp.response(200, JobSchema(many=True))
-    @blp.alt_response(401, schema=ApiErrorSchema, description="No valid API token.")
+    @blp.response(200, JobSchema(many=True), example=[JOB_EXAMPLE])
+    @errors()
     def get(self):
         """The jobs the caller may see."""
         jobs = db.session.scalars(jobs_query(g.api_user).options(selectinload(Job.domain))
@@ -62,9 +85,8 @@ class ScheduledJobs(MethodView):
 
 @blp.route(f"/scheduled-jobs/{JOB_ID}")
 class ScheduledJob(MethodView):
-    @blp.response(200, JobSchema)
-    @blp.alt_response(401, schema=ApiErrorSchema, description="No valid API token.")
-    @blp.alt_response(404, schema=ApiErrorSchema, description="No such job, or not one the caller may see.")
+    @blp.response(200, JobSchema, example=JOB_EXAMPLE)
+    @errors({404: NOT_FOUND})
     def get(self, jobId):
         """One job."""
         job = get_job_or_404(g.api_user, jobId)
@@ -75,14 +97,11 @@ class ScheduledJob(MethodView):
 class JobRuns(MethodView):
     @blp.arguments(RunQuerySchema, location="query", error_status_code=400)
     @blp.response(200, RunSchema(many=True))
-    @blp.alt_response(400, schema=ApiErrorSchema, description="A bad date, status, limit or offset.")
-    @blp.alt_response(401, schema=ApiErrorSchema, description="No valid API token.")
-    @blp.alt_response(404, schema=ApiErrorSchema, description="No such job, or not one the caller may see.")
+    @errors({400: "A bad date, status, limit or offset (or a query value with a control character).",
+             404: NOT_FOUND})
     def get(self, query, jobId):
         """Runs of the job created in a time range, newest first."""
         job = get_job_or_404(g.api_user, jobId)
-        if "fromDate" in query and "toDate" in query and query["fromDate"] > query["toDate"]:
-            abort(400, description="fromDate is after toDate.")
         select_runs = select(Run).where(Run.job_id == job.id)
         if "fromDate" in query:
             select_runs = select_runs.where(Run.created_at >= query["fromDate"])
@@ -96,10 +115,11 @@ class JobRuns(MethodView):
     @blp.arguments(RunRequestSchema, required=False, error_status_code=400,
                    description="May be absent; an absent or empty args runs the job with its parameters.")
     @blp.response(201, RunSchema)
-    @blp.alt_response(400, schema=ApiErrorSchema, description="A malformed body or arguments the job refuses.")
-    @blp.alt_response(401, schema=ApiErrorSchema, description="No valid API token.")
-    @blp.alt_response(404, schema=ApiErrorSchema, description="No such job, or not one the caller may see.")
-    @blp.alt_response(409, schema=ApiErrorSchema, description="The job is removed or archived.")
+    @errors({400: "A body that is not a JSON object as described, nested too deeply, or holding a control "
+                  "character; or arguments the job refuses.",
+             404: NOT_FOUND,
+             409: "The job is removed or archived, or its job type is not installed.",
+             413: "A body over the size limit (FIRETIME_MAX_REQUEST_BYTES, 1 MiB by default)."})
     def post(self, body, jobId):
         """Queue a run of the job; it waits if a run of the job is in progress."""
         job = get_job_or_404(g.api_user, jobId)
@@ -126,8 +146,7 @@ def _run_or_404(job_id, run_id):
 @blp.route(f"/scheduled-jobs/{JOB_ID}/runs/{RUN_ID}")
 class JobRun(MethodView):
     @blp.response(200, RunSchema)
-    @blp.alt_response(401, schema=ApiErrorSchema, description="No valid API token.")
-    @blp.alt_response(404, schema=ApiErrorSchema, description="No such job or run, or not one the caller may see.")
+    @errors({404: "No such job or run, or not one the caller may see."})
     def get(self, jobId, runId):
         """One run."""
         return _run_or_404(jobId, runId)
@@ -135,11 +154,11 @@ class JobRun(MethodView):
 
 @blp.route(f"/scheduled-jobs/{JOB_ID}/runs/{RUN_ID}/result-file")
 class JobRunFile(MethodView):
-    @blp.response(200, content_type="application/octet-stream",
-                  description="The first file the run produced (for example an export's CSV), as an attachment.")
-    @blp.alt_response(401, schema=ApiErrorSchema, description="No valid API token.")
-    @blp.alt_response(404, schema=ApiErrorSchema, description="No such run, or the run produced no file.")
-    @blp.alt_response(409, schema=ApiErrorSchema, description="The run has not finished.")
+    @blp.response(200, {"type": "string", "format": "binary"}, content_type="*/*",
+                  description="The first file the run produced, as an attachment, with its own content type "
+                              "(text/csv for an export's CSV).")
+    @errors({404: "No such job or run, the run produced no file, or the file is purged.",
+             409: "The run has not finished."})
     def get(self, jobId, runId):
         """The file the run produced."""
         run = _run_or_404(jobId, runId)
