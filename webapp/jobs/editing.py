@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from webapp.auth.permissions import domains_for_new_jobs, sees_installation_jobs
 from webapp.extensions import db
+from webapp.guards import MAX_ID
 from webapp.jobtypes import registry
 from webapp.models import AuditEvent, Domain, Job, JobState, Scope
 from webapp.models.audit import record
@@ -30,7 +31,6 @@ NAME_MAX = 120  # the column's length
 DESCRIPTION_MAX = 2000
 RECIPIENTS_MAX = 2000
 PARAM_MAX = 2000  # a parameter's value as typed
-ID_MAX = 2**63 - 1  # the largest id a database column holds
 PREVIEW_COUNT = 5
 # Plans whose fire times count from an anchor set when the plan is saved.
 ANCHORED = ("interval", "poll")
@@ -105,10 +105,11 @@ def creatable_types(job: Job | None = None) -> list[registry.JobType]:
 
 
 def parse_id(value) -> int | None:
-    """The id written as canonical ASCII digits ("12", not "012", "١٢" or "²"), or None."""
+    """The id written as canonical ASCII digits ("12", not "012", "١٢" or "²") within what an
+    id column holds (as the app's URL converter), or None."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return value if 0 < value <= ID_MAX else None
-    if isinstance(value, str) and re.fullmatch(r"[1-9][0-9]{0,18}", value) and int(value) <= ID_MAX:
+        return value if 0 < value <= MAX_ID else None
+    if isinstance(value, str) and re.fullmatch(r"[1-9][0-9]{0,9}", value) and int(value) <= MAX_ID:
         return int(value)
     return None
 
