@@ -3,6 +3,8 @@ while it still lives, a run whose start Redis refused, a cancel and its audit re
 after a restore. Real worker and scheduler processes, a real Redis and database."""
 import os
 import signal
+import socket
+import threading
 from datetime import timedelta
 
 import pytest
@@ -94,6 +96,65 @@ def test_a_silent_horse_is_stopped_before_the_next_run_of_its_job_starts(ctx, wo
     assert not horse_alive, "the second run started beside the first one's horse"
     assert first.status == RunStatus.FAILED and "stopped answering" in first.message
     assert first.finished_at <= second.started_at
+    assert final(second.id).status == RunStatus.SUCCEEDED
+
+
+class Link:
+    """A TCP relay between one worker and Redis that the test can cut, as a network fault cuts
+    one host off: once cut, bytes are dropped both ways and nothing answers, but connections
+    stay open (a command waits for its socket timeout, as with lost packets)."""
+
+    def __init__(self, redis_port):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0"
+        self.redis_port = redis_port
+        self.cut = threading.Event()
+        self.sockets = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            upstream = socket.create_connection(("127.0.0.1", self.redis_port))
+            self.sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._relay, args=(source, sink), daemon=True).start()
+
+    def _relay(self, source, sink):
+        try:
+            while data := source.recv(65536):
+                if not self.cut.is_set():
+                    sink.sendall(data)
+        except OSError:
+            pass
+
+    def close(self):
+        self.listener.close()
+        for sock in self.sockets:
+            sock.close()
+
+
+def test_a_worker_cut_off_from_redis_stops_its_horse_before_the_next_run_starts(ctx, redis_server, start_process):
+    link = Link(redis_server.port)
+    try:
+        cut_off = start_worker(start_process, REDIS_URL=link.url)
+        job = make_job(params={"duration": 120, "lines_per_second": 5})
+        first = in_progress(dispatch.request_run(job).id)
+        second = dispatch.request_run(job, args="duration=1")  # waits behind the first
+        start_process()  # a worker on the real Redis, for the second
+        start_process("scheduler")
+        horse = cut_off.children()[0]
+        link.cut.set()  # the first worker's host loses Redis, not the database
+        second = in_progress(second.id, timeout=90)
+        horse_alive = _alive(horse)
+    finally:
+        link.close()
+    first = db.session.get(Run, first.id)
+    assert not horse_alive, "the second run started beside the first one's horse"
+    assert first.status == RunStatus.FAILED and first.finished_at <= second.started_at
     assert final(second.id).status == RunStatus.SUCCEEDED
 
 

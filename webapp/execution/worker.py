@@ -9,19 +9,25 @@ worker holds a lease on the run its horse runs (livelog.watch): housekeeping ask
 worker to stop a horse that went silent, and declares a run lost only once no worker holds its
 lease. A worker cut off from Redis stops its horse before that lease can lapse unseen, so the
 next run of the job never starts beside one still running."""
+import contextlib
 import functools
 import gc
 import logging
 import os
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 import time
 
 from flask import current_app
+from redis import ConnectionPool, Redis
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 from rq import Worker
 from rq.command import parse_payload
 from rq.exceptions import StopRequested
@@ -72,11 +78,8 @@ class FiretimeWorker(Worker):
         super().__init__(*args, **kwargs)
         self.handoff_dir = tempfile.mkdtemp(prefix="firetime-worker-")  # private: mode 0700
         self.lease_seconds = lease_seconds or config["RUN_DEAD_AFTER"]
-        # Checked once a monitoring interval: stop the horse early enough that the lease cannot
-        # lapse (and housekeeping start the next run) while the horse still runs.
-        self.fence_after = max(self.lease_seconds - 2 * self.job_monitoring_interval, 1)
+        self._lease_connection = None
         self.redis_lost = False
-        self.lease_renewed_at = 0.0
         self.running_job_id = None
         self.stop_asked = False  # a stop command came for the running horse
         self.horse_fate = None  # why the running horse ended without an outcome, when known
@@ -158,7 +161,6 @@ class FiretimeWorker(Worker):
             claimed = None
         db.session.remove()  # no connection in use at the fork: the horse gets a pool of its own
         self.running_job_id, self.horse_fate, self.stop_asked = job.id, None, False
-        self.lease_renewed_at = time.monotonic()
         try:
             return super().execute_job(job, queue)
         finally:
@@ -184,36 +186,51 @@ class FiretimeWorker(Worker):
             db.session.remove()
 
     def monitor_work_horse(self, job, queue):
+        run_id = run_id_of(job)
+        # Started after the fork: a thread running at a fork could leave the horse a held lock.
+        lease = Lease(self, run_id).start() if run_id is not None else None
         try:
             super().monitor_work_horse(job, queue)
         except RedisError as exc:
             # Every Redis call while the horse runs is tolerant, so the horse has ended: only
             # RQ's record of how is missing. The outcome file tells the rest.
             self.redis_trouble("monitor_work_horse", exc)
+        finally:
+            if lease is not None:
+                lease.stop()
 
     def maintain_heartbeats(self, job):
-        """Once a monitoring interval while the horse runs: renew the run's lease first."""
-        run_id = run_id_of(job)
         try:
-            if run_id is not None:
-                livelog.watch(self.connection, run_id, self.name, self.lease_seconds)
-                self.lease_renewed_at = time.monotonic()
             self.rejoin()
-            if self.execution is not None:
+            if self.execution is not None:  # None if Redis failed as the run began
                 super().maintain_heartbeats(job)
         except RedisError as exc:
             self.redis_trouble("maintain_heartbeats", exc)
-            if run_id is not None and time.monotonic() - self.lease_renewed_at > self.fence_after:
-                self.fence(run_id)
 
-    def fence(self, run_id):
-        """Redis has not heard from this worker for so long that housekeeping may soon declare
-        the run lost and start the next run of its job: stop the horse before that."""
-        silent = int(time.monotonic() - self.lease_renewed_at)
-        log.error("worker %s: no Redis for %s s; stopping the work horse of run=%s", self.name, silent, run_id)
-        self.horse_fate = (f"The worker running this job could not reach Redis for {silent} s, so it stopped the "
-                           "run: it would have been declared lost and the job's next run started beside it.")
-        self.kill_horse()
+    @property
+    def lease_connection(self):
+        """A client of its own for the lease, failing fast: a Redis that hangs (a network cut
+        that drops packets) must not hold the lease keeper past its deadline."""
+        if self._lease_connection is None:
+            pool = self.connection.connection_pool
+            timeout = self.job_monitoring_interval
+            kwargs = {**pool.connection_kwargs, "socket_timeout": timeout, "socket_connect_timeout": timeout,
+                      "retry": Retry(NoBackoff(), 0)}
+            self._lease_connection = Redis(connection_pool=ConnectionPool(connection_class=pool.connection_class,
+                                                                          **kwargs))
+        return self._lease_connection
+
+    def fence(self, run_id, horse_pid, silent):
+        """The lease could not be renewed for so long that housekeeping may soon declare the run
+        lost and start the next run of its job: stop the horse before that."""
+        log.error("worker %s: lease of run=%s not renewed for %.0f s; stopping its work horse", self.name,
+                  run_id, silent)
+        self.horse_fate = (f"The worker running this job could not reach Redis for {silent:.0f} s, so it stopped "
+                           "the run: it would have been declared lost and the job's next run started beside it.")
+        # The horse leads a process group of its own (RQ). Not kill_horse(): once the horse is
+        # reaped, horse_pid is 0 and that would take the worker's own group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(horse_pid, signal.SIGKILL)
 
     def handle_payload(self, message):
         payload = parse_payload(message)
@@ -240,6 +257,41 @@ class FiretimeWorker(Worker):
         else:
             how = f"signal {os.WTERMSIG(ret_val)}" if os.WIFSIGNALED(ret_val) else f"status {ret_val}"
             self.horse_fate = f"The worker process running this job ended unexpectedly ({how})."
+
+
+class Lease:
+    """Renews the lease of the run a horse runs, from a thread of the worker, once a monitoring
+    interval: it goes on while the worker's main thread waits on the horse or on Redis. If the
+    lease cannot be renewed in time (Redis away from this worker only, as far as it can tell),
+    the worker stops the horse while the lease still holds."""
+
+    def __init__(self, worker: FiretimeWorker, run_id: int):
+        self.worker, self.run_id, self.horse_pid = worker, run_id, worker.horse_pid
+        self.every = worker.job_monitoring_interval
+        self.deadline = worker.lease_seconds - 1  # seconds after the last renewal: horse dead by then
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._keep, name=f"lease-{run_id}", daemon=True)
+
+    def start(self) -> "Lease":
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.done.set()
+        self.thread.join(self.every + 1)
+
+    def _keep(self):
+        renewed = time.monotonic()
+        while not self.done.wait(self.every):
+            try:
+                livelog.watch(self.worker.lease_connection, self.run_id, self.worker.name, self.worker.lease_seconds)
+                renewed = time.monotonic()
+            except RedisError:
+                silent = time.monotonic() - renewed
+                # The next try ends up to two intervals from now (a wait, then a timeout).
+                if silent + 2 * self.every >= self.deadline:
+                    self.worker.fence(self.run_id, self.horse_pid, silent)
+                    return
 
 
 def warm_up():
