@@ -5,6 +5,8 @@ as in real use); the test's own database work happens in short `with app.app_con
 """
 import hashlib
 import re
+import statistics
+import time
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -114,6 +116,50 @@ def test_bad_credentials_are_refused_next_to_the_password_field(app, client, cas
     assert csrf_from(response)  # the form can be sent again
     assert signed_in_as(client) is None
     assert login_events(app) == []
+
+
+def test_failed_sign_ins_are_audited_without_the_password(app, client):
+    name = new_user(app)
+    post_login(client, name, "wrong-secret-1")
+    post_login(client, "no-such-user", "wrong-secret-2")
+    with app.app_context():
+        events = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "login_failed")
+                                    .order_by(AuditEvent.id)).all()
+        user_id = db.session.scalar(select(User.id).where(User.username == name))
+        assert [(e.object_name, e.object_id, e.actor_id) for e in events] == [
+            (name, user_id, None), ("no-such-user", None, None)]
+        for event in events:
+            assert "wrong-secret" not in repr([getattr(event, c.key) for c in AuditEvent.__table__.columns])
+
+
+def failed_sign_in_seconds(client, username) -> float:
+    token = csrf_from(client.get("/login"))
+    started = time.perf_counter()
+    response = client.post("/login", data={"username": username, "password": "not-it", "csrf_token": token})
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 400
+    return elapsed
+
+
+def test_sign_in_takes_as_long_for_an_unknown_user_as_for_a_wrong_password(app, client, real_hashing):
+    """Timing must not tell which user names exist (nor which are inactive or system accounts)."""
+    attempts = 3
+    with app.app_context():
+        names = {"wrong password": [make_user().username for _ in range(attempts)],
+                 "inactive": [make_user().username for _ in range(attempts)],
+                 "system": [make_user(Role.SYSTEM).username for _ in range(attempts)],
+                 "unknown": [f"nobody-{i}" for i in range(attempts)]}
+        for user in db.session.scalars(select(User).where(User.username.in_(names["inactive"]))):
+            user.active = False
+        db.session.commit()
+    # Interleaved, so that a busy moment of the machine hits every path alike.
+    times = {path: [] for path in names}
+    for i in range(attempts):
+        for path, usernames in names.items():
+            times[path].append(failed_sign_in_seconds(client, usernames[i]))
+    wrong = statistics.median(times.pop("wrong password"))
+    for path, seconds in times.items():
+        assert statistics.median(seconds) >= 0.5 * wrong, (path, seconds, wrong)
 
 
 @pytest.mark.parametrize("token", [None, "forged-token"])
