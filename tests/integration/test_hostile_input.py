@@ -36,7 +36,7 @@ HOSTILE_VALUES = {
     "arabic-three": "٣",
     "huge-number": "99999999999999999999",
     "negative": "-1",
-    "lone-surrogate-escape": "%ud800",
+    "percent-escape-as-text": "%ud800%00",
     "empty": "",
 }
 
@@ -259,6 +259,15 @@ def test_every_route_takes_hostile_query_values_and_form_fields_without_a_500(ca
                 sweep.check(caller, "POST", url, caller.send("POST", url, data=form), label)
                 if url.startswith("/api"):
                     sweep.check(caller, "POST", url, caller.send("POST", url, json_body={"args": value}), label)
+        # Bytes that are not UTF-8 (a lone surrogate's encoding, 0xFF) in the query and the bodies.
+        query = "&".join(f"{name}=%ff%ed%a0%80" for name in QUERY_NAMES)
+        for caller in callers:
+            sweep.check(caller, "GET", f"{url}?{query}", caller.send("GET", f"{url}?{query}"), "not UTF-8")
+            body = f"csrf_token={caller.csrf}&" + "&".join(f"{quote(name)}=%ff%ed%a0%80" for name in form_names)
+            status = caller.send("POST", url, raw=body, content_type="application/x-www-form-urlencoded")
+            sweep.check(caller, "POST", url, status, "form not UTF-8")
+            status = caller.send("POST", url, raw=b'{"args": "\xff\xed\xa0\x80"}', content_type="application/json")
+            sweep.check(caller, "POST", url, status, "JSON not UTF-8")
     sweep.assert_clean()
 
 
