@@ -27,25 +27,19 @@ dir (PYTHONPYCACHEPREFIX), so start-up is not inflated where PYTHONDONTWRITEBYTE
 After each Firetime round every run must be SUCCEEDED with its log lines in run_log_lines, or the
 script stops with status 1. Worker logs go to files (see --log-dir), not to the terminal.
 """
-import argparse
-import contextlib
 import logging
 import os
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from datetime import UTC
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from webapp.devrun import PrivateRedis  # noqa: E402
+from common import ROOT, BenchError, load_average, new_parser, process_env, run_main, tail  # noqa: E402
 
 NOOP = "bench.noop.noop"
 # The plain RQ worker: the same forking rq.Worker that FiretimeWorker extends, with logging set
@@ -58,78 +52,6 @@ logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name
 conn = redis.Redis.from_url(sys.argv[1], health_check_interval=30, socket_connect_timeout=5)
 Worker(sys.argv[2].split(","), connection=conn).work(burst=True, logging_level="INFO")
 """
-
-
-class BenchError(RuntimeError):
-    pass
-
-
-def RedisServer(workdir):
-    return PrivateRedis(workdir)
-
-
-class Database:
-    """SQLite in the temp dir, or a fresh database on the PostgreSQL server of --database-url."""
-
-    def __init__(self, base_url, tmp):
-        self.base_url = base_url
-        self.tmp = tmp
-        self.admin = None
-        self.name = None
-        self.driver = "sqlite"
-
-    def create(self) -> str:
-        if not self.base_url:
-            return f"sqlite:///{self.tmp / 'db' / 'firetime.db'}"
-        from sqlalchemy import create_engine, text
-        from sqlalchemy.engine import make_url
-
-        url = make_url(self.base_url)
-        if not url.drivername.startswith("postgresql"):
-            raise BenchError("--database-url must be a postgresql:// URL (SQLite is the default)")
-        self.driver = url.get_driver_name()
-        self.name = f"firetime_bench_{uuid.uuid4().hex[:10]}"
-        self.admin = create_engine(url, isolation_level="AUTOCOMMIT")
-        with self.admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{self.name}"'))
-        return url.set(database=self.name).render_as_string(hide_password=False)
-
-    @property
-    def kind(self):
-        return "postgresql" if self.base_url else "sqlite"
-
-    def drop(self):
-        if self.admin is None:
-            return
-        from sqlalchemy import text
-
-        with self.admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
-        self.admin.dispose()
-        self.admin = None
-
-
-def log_to_file(path):
-    """Send every Python log record of this process to one file, nothing to the terminal."""
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    for logger in logging.Logger.manager.loggerDict.values():  # alembic's fileConfig disables some
-        if isinstance(logger, logging.Logger):
-            logger.disabled = False
-            for old in list(logger.handlers):
-                logger.removeHandler(old)
-
-
-def tail(path, lines=30) -> str:
-    try:
-        return "".join(Path(path).read_text(errors="replace").splitlines(keepends=True)[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 class Bench:
@@ -146,9 +68,7 @@ class Bench:
         self.timeout = 120 + options.jobs  # seconds: far beyond 1 job/s
         # Workers may keep byte code (in a cache of our own, not in the source tree): both sides then
         # start as a deployed worker would, even where PYTHONDONTWRITEBYTECODE is set.
-        self.worker_env = {k: v for k, v in os.environ.items()
-                           if k not in ("FIRETIME_ENV", "PYTHONDONTWRITEBYTECODE")}
-        self.worker_env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
+        self.worker_env = process_env(tmp)
 
     # -- the two sides -------------------------------------------------------------------------
     def plain_round(self, label):
@@ -326,93 +246,43 @@ def summary(results, key, options, db_kind, how):
             f"(median of {len(results)} rounds, {options.jobs} jobs, {db_kind}; {how})")
 
 
+def run(options, env):
+    bench = Bench(options, env.tmp, env.logdir, env.redis)
+    bench.warm_up()
+    print(f"Throughput of no-op jobs: {options.jobs} jobs per side, {options.rounds} rounds, {env.database.kind}"
+          f" (driver {env.database.driver}), one forking worker process in burst mode per side and round, "
+          f"{os.cpu_count()} CPUs, "
+          f"load average {load_average()}.")
+    print("wall = worker process start to exit (imports included); start = process start to first job start;\n"
+          "drain = first job start to last job end (RQ timestamps, imports excluded); ms/job = drain / jobs.")
+    print(HEADER, flush=True)
+    results = []
+    for round_no in range(1, options.rounds + 1):
+        sides = ["plain", "firetime"] if round_no % 2 else ["firetime", "plain"]
+        result = {}
+        for side in sides:
+            label = f"round{round_no}"
+            result[side] = bench.plain_round(label) if side == "plain" else bench.firetime_round(label)
+            print_row(round_no, "plain RQ" if side == "plain" else "Firetime", result[side])
+        results.append(result)
+    print()
+    print(summary(results, "wall", options, env.database.kind, "worker process start to exit, imports included"))
+    print(summary(results, "drain", options, env.database.kind, "first job start to last job end, "
+                                                                 "imports excluded"))
+    print(f"Every Firetime run succeeded with its log lines in run_log_lines. Load average now "
+          f"{load_average()}.")
+    if options.log_dir:
+        print(f"Worker logs: {env.logdir}")
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = new_parser(__doc__)
     parser.add_argument("--jobs", type=int, default=500, help="jobs per side and round (default 500)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, each plain + Firetime (default 3)")
-    parser.add_argument("--database-url", help="a PostgreSQL server URL, e.g. postgresql://postgres@127.0.0.1:5432/"
-                                               "test: a fresh database is created on it and dropped at the end "
-                                               "(default: SQLite in a temp dir)")
-    parser.add_argument("--log-dir", help="keep the worker logs here (default: a temp dir, removed at the end)")
     options = parser.parse_args(argv)
     if options.jobs < 1 or options.rounds < 1:
         parser.error("--jobs and --rounds must be at least 1")
-
-    # SIGTERM ends the run through the finally blocks, like Ctrl-C.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    tmp = Path(tempfile.mkdtemp(prefix="firetime-bench-"))
-    logdir = Path(options.log_dir).resolve() if options.log_dir else tmp / "logs"
-    logdir.mkdir(parents=True, exist_ok=True)
-    log_to_file(logdir / "bench.log")
-    redis_server = RedisServer(tmp)
-    database = Database(options.database_url, tmp)
-    app_ctx = None
-    try:
-        redis_server.start()
-        database_url = database.create()
-        # Read by Config at create_app, and inherited by the worker processes.
-        os.environ.update({
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_server.url,
-            "FIRETIME_INSTANCE_DIR": str(tmp / "instance"),
-            "FIRETIME_FILES_DIR": str(tmp / "instance" / "files"),
-        })
-        os.environ.pop("FIRETIME_ENV", None)
-        from flask_migrate import upgrade
-
-        from config import Config
-        from webapp import create_app
-
-        app = create_app(Config)
-        app_ctx = app.app_context()
-        app_ctx.push()
-        with open(logdir / "bench.log", "a") as out, contextlib.redirect_stderr(out), contextlib.redirect_stdout(out):
-            upgrade()
-        log_to_file(logdir / "bench.log")  # undo alembic's logging set-up
-
-        bench = Bench(options, tmp, logdir, redis_server)
-        bench.warm_up()
-        print(f"Throughput of no-op jobs: {options.jobs} jobs per side, {options.rounds} rounds, {database.kind}"
-              f" (driver {database.driver}), one forking worker process in burst mode per side and round, "
-              f"{os.cpu_count()} CPUs, "
-              f"load average {load_average()}.")
-        print("wall = worker process start to exit (imports included); start = process start to first job start;\n"
-              "drain = first job start to last job end (RQ timestamps, imports excluded); ms/job = drain / jobs.")
-        print(HEADER, flush=True)
-        results = []
-        for round_no in range(1, options.rounds + 1):
-            sides = ["plain", "firetime"] if round_no % 2 else ["firetime", "plain"]
-            result = {}
-            for side in sides:
-                label = f"round{round_no}"
-                result[side] = bench.plain_round(label) if side == "plain" else bench.firetime_round(label)
-                print_row(round_no, "plain RQ" if side == "plain" else "Firetime", result[side])
-            results.append(result)
-        print()
-        print(summary(results, "wall", options, database.kind, "worker process start to exit, imports included"))
-        print(summary(results, "drain", options, database.kind, "first job start to last job end, "
-                                                                 "imports excluded"))
-        print(f"Every Firetime run succeeded with its log lines in run_log_lines. Load average now "
-              f"{load_average()}.")
-        if options.log_dir:
-            print(f"Worker logs: {logdir}")
-        return 0
-    except BenchError as exc:
-        print(f"\nFAILED: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if app_ctx is not None:
-            from webapp.extensions import db
-
-            db.session.remove()
-            db.engine.dispose()
-            app_ctx.pop()
-        redis_server.stop()
-        try:
-            database.drop()
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    return run_main(options, lambda env: run(options, env))
 
 
 if __name__ == "__main__":
