@@ -344,9 +344,13 @@ def test_deeply_nested_json_is_400_not_a_recursion_error(ctx, client):
         response = client.post(url, headers=headers, data=body, content_type="application/json")
         assert response.status_code == 400 and response.is_json, (body[:20], response.status_code)
         assert response.get_json()["message"]
+    # A number Python will not read (over 4300 digits) is refused as well, not a ValueError.
+    for body in ('{"args": 1' + "1" * 5000 + "}", "1" * 5000):
+        response = client.post(url, headers=headers, data=body, content_type="application/json")
+        assert response.status_code == 400 and response.is_json, (body[:20], response.status_code)
     # Also where no view reads JSON at all: the guard is app-wide.
-    response = client.post("/login", data="[" * 100_000, content_type="application/json")
-    assert response.status_code == 400
+    for body in ("[" * 100_000, "9" * 5000):
+        assert client.post("/login", data=body, content_type="application/json").status_code == 400
     assert db.session.scalar(db.select(db.func.count()).select_from(Run)) == 0
 
 
