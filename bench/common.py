@@ -131,21 +131,25 @@ class Process:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def stop(self, grace=10.0):
-        """SIGTERM to the process group (a warm shut-down), then SIGKILL to what is left."""
+    def terminate(self):
+        """SIGTERM to the process group: a warm shut-down."""
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                pass
-        # Work horses and other children have the same process group unless they made their own.
+
+    def kill(self):
+        """SIGKILL to the process group and to the groups of its children (a work horse makes its own)."""
         for pid in [self.proc.pid, *children(self.proc.pid)]:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(10)
+
+    def stop(self, grace=10.0):
+        self.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(grace)
+        self.kill()
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -176,9 +180,16 @@ class Processes:
         """`python worker.py <args>`: a worker (no args) or the scheduler ("scheduler")."""
         return self.start(name, [sys.executable, str(ROOT / "worker.py"), *args], env)
 
-    def stop_all(self):
+    def stop_all(self, grace=10.0):
+        """All at once: SIGTERM, up to `grace` seconds for them to end, then SIGKILL."""
+        for process in self.started:
+            process.terminate()
+        deadline = time.monotonic() + grace
+        for process in self.started:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.proc.wait(max(0.0, deadline - time.monotonic()))
         while self.started:
-            self.started.pop().stop()
+            self.started.pop().kill()
 
 
 @dataclass
@@ -270,6 +281,9 @@ def run_main(options, body, **environment) -> int:
     except BenchError as exc:
         print(f"\nFAILED: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("\nInterrupted; everything the benchmark started is stopped and removed.", file=sys.stderr)
+        return 130
 
 
 # -- figures ------------------------------------------------------------------------------------
