@@ -59,6 +59,9 @@ class Config:
         # Seconds before each retry of a failed delivery; after the last one it is failed.
         self.MAIL_RETRY_DELAYS = [int(s) for s in env("FIRETIME_MAIL_RETRY_DELAYS", "30,120,600").split(",")
                                   if s.strip()]
+        # Reverse proxies in front of the web server: their X-Forwarded-For/-Proto headers are
+        # trusted this many hops deep, so that per-address sign-in limits see the client.
+        self.PROXY_HOPS = env_int("FIRETIME_PROXY_HOPS", 0)
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"
         self.SESSION_COOKIE_SECURE = parse_bool(env("FIRETIME_SECURE_COOKIES"), False)

@@ -16,6 +16,11 @@ def create_app(config_class=None):
                 instance_path=None)
     app.config.from_object(config_class())
     _validate(app)
+    if app.config["PROXY_HOPS"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = app.config["PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     _configure_logging(app)
 
     from webapp import extensions, guards

@@ -125,6 +125,28 @@ def test_many_user_names_tried_from_one_address_lock_that_address(app, monkeypat
     assert signed_in(post_login(from_address(app, "198.51.100.7"), name, "pw"))
 
 
+def test_behind_a_trusted_proxy_the_forwarded_client_address_is_the_one_locked(app, monkeypatch):
+    from config import TestConfig
+    from webapp import create_app
+
+    monkeypatch.setenv("FIRETIME_PROXY_HOPS", "1")
+    proxied = create_app(TestConfig)
+    proxied.config["LOGIN_FAILURES_PER_ADDRESS"] = "3 per 5 minutes"
+    name = new_user(app)
+
+    def via_proxy(client_address):
+        client = from_address(proxied, "10.0.0.1")  # every request comes from the proxy
+        client.environ_base["HTTP_X_FORWARDED_FOR"] = client_address
+        return client
+
+    attacker = via_proxy("203.0.113.9")
+    for i in range(3):
+        assert password_error(post_login(attacker, f"guess-{i}", "pw")) == WRONG
+    assert_locked(post_login(attacker, name, "pw"), ADDRESS_LOCKED, 5 * 60)
+    # Another client behind the same proxy is not locked out with the attacker.
+    assert signed_in(post_login(via_proxy("198.51.100.7"), name, "pw"))
+
+
 # --- when Redis is away ----------------------------------------------------------------------
 
 @pytest.fixture
