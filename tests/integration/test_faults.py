@@ -14,6 +14,7 @@ from sqlalchemy import select, text
 
 from tests.conftest import wait_for
 from tests.factories import csrf_from, make_job, make_user
+from tests.integration.test_devrun import alive
 from tests.integration.test_engine import final
 from tests.integration.test_recovery import in_progress
 from tests.integration.test_redis_outage import start_worker
@@ -89,7 +90,7 @@ def test_a_silent_horse_is_stopped_before_the_next_run_of_its_job_starts(ctx, wo
         if redis_emptied:
             redis_client.conn.flushall()  # the RQ job hash, the heartbeat and the lease are gone
         second = in_progress(second.id, timeout=90)
-        horse_alive = _alive(horse)
+        horse_alive = alive(horse)
     finally:
         _continue(horse)
     first = db.session.get(Run, first.id)
@@ -149,21 +150,13 @@ def test_a_worker_cut_off_from_redis_stops_its_horse_before_the_next_run_starts(
         horse = cut_off.children()[0]
         link.cut.set()  # the first worker's host loses Redis, not the database
         second = in_progress(second.id, timeout=90)
-        horse_alive = _alive(horse)
+        horse_alive = alive(horse)
     finally:
         link.close()
     first = db.session.get(Run, first.id)
     assert not horse_alive, "the second run started beside the first one's horse"
     assert first.status == RunStatus.FAILED and first.finished_at <= second.started_at
     assert final(second.id).status == RunStatus.SUCCEEDED
-
-
-def _alive(pid) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def _continue(pid):
