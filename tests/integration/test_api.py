@@ -184,6 +184,7 @@ def test_one_job_has_its_fields(ctx, client):
     assert body["name"] == "Nightly export"
     assert body["description"] == "Exports the study"
     assert body["type"] == "system.selftest"
+    assert body["typeLabel"] == "Self-test" and body["broken"] is False
     assert body["scope"] == "domain"
     assert body["domain"] == "Study X"
     assert body["state"] == "active"
@@ -319,9 +320,13 @@ def test_post_to_a_removed_or_archived_job_is_409(ctx, client):
 
 
 def test_post_to_a_job_whose_type_is_gone_is_409(ctx, client):
-    job = make_job(job_type="plugin.uninstalled", params={})
+    job = make_job(job_type="plugin.uninstalled", params={}, plan={"kind": "automatic"})
     headers = token_for(bot())
-    assert client.get(f"/api/scheduled-jobs/{job.id}", headers=headers).status_code == 200
+    # Shown as the pages show it: broken, under its key, its automatic plan gone with its type.
+    shown = client.get(f"/api/scheduled-jobs/{job.id}", headers=headers).get_json()
+    assert (shown["broken"], shown["typeLabel"], shown["plan"]) == \
+        (True, "plugin.uninstalled", {"kind": "automatic", "description": "invalid plan"})
+    assert client.get("/api/scheduled-jobs", headers=headers).get_json() == [shown]
     body = assert_error(client.post(f"/api/scheduled-jobs/{job.id}/runs", headers=headers), 409)
     assert "plugin.uninstalled" in body["message"]
     assert runs_of(job) == 0

@@ -5,13 +5,13 @@ from flask_smorest import Blueprint
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from webapp import presenters
 from webapp.api.schemas import (API_STATUS, JOB_EXAMPLE, STATUS_FILTER, ApiErrorSchema, JobSchema,
                                 RunQuerySchema, RunRequestSchema, RunSchema)
 from webapp.auth.permissions import get_job_or_404, get_run_or_404, jobs_query
 from webapp.execution import dispatch
 from webapp.extensions import db
 from webapp.jobs.queries import latest_runs
-from webapp.jobs.routes import _describe_plan
 from webapp.jobtypes import registry
 from webapp.models import ApiToken, Job, Run, RunStatus, Trigger
 from webapp.models.types import utcnow
@@ -64,8 +64,9 @@ def _job_payload(job, latest):
     run = latest.get(job.id)
     return {
         "id": job.id, "name": job.name, "description": job.description, "job_type": job.job_type,
+        "typeLabel": presenters.type_label(job), "broken": presenters.is_broken(job),
         "scope": job.scope, "domain": job.domain.name if job.domain else None, "state": job.state,
-        "system": job.system, "plan": {"kind": job.plan.get("kind"), "description": _describe_plan(job)},
+        "system": job.system, "plan": {"kind": job.plan.get("kind"), "description": presenters.describe_plan(job)},
         "prev_fire_at": job.prev_fire_at, "next_fire_at": job.next_fire_at,
         "lastRunStatus": API_STATUS[RunStatus(run.status)] if run else None,
     }

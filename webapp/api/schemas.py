@@ -94,7 +94,7 @@ class PlanSchema(Schema):
 # The document's example job; the example run arguments are for it.
 JOB_EXAMPLE = {
     "id": 12, "name": "Self-test", "description": "Logs for a while, to watch workers and logs work.",
-    "type": "system.selftest", "scope": "installation", "domain": None, "state": "active", "system": False,
+    "type": "system.selftest", "typeLabel": "Self-test", "broken": False, "scope": "installation", "domain": None, "state": "active", "system": False,
     "plan": {"kind": "daily", "description": "daily Mon, Wed, Fri at 02:30"},
     "previousFireTime": "2022-02-21T01:30:00+00:00", "nextFireTime": "2022-02-23T01:30:00+00:00",
     "lastRunStatus": "SUCCEEDED",
@@ -105,7 +105,10 @@ class JobSchema(Schema):
     id = fields.Integer()
     name = fields.String()
     description = fields.String()
-    type = fields.String(attribute="job_type")
+    type = fields.String(attribute="job_type", metadata={"description": "The job type's key."})
+    typeLabel = fields.String(metadata={"description": "The job type's name; its key when it is not installed."})
+    broken = fields.Boolean(metadata={"description": "No installed job type has this key: the job cannot run "
+                                                    "(a run request is a 409) until it is installed again."})
     scope = fields.String()
     domain = fields.String(allow_none=True)
     state = fields.String()

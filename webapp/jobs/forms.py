@@ -20,10 +20,6 @@ class RunNowForm(FlaskForm):
                        description="Optional key=value pairs separated by spaces, e.g. duration=5")
 
 
-class ConfirmForm(FlaskForm):
-    """A form with only the CSRF token, for POST buttons."""
-
-
 # --- the job form ---------------------------------------------------------------------------
 # The fields carry no validators: webapp.jobs.editing checks everything (so that every problem
 # is found in one pass, and the same rules hold without HTTP) and the view puts its messages

@@ -5,12 +5,12 @@ from webapp.auth.permissions import get_job_or_404, jobs_query
 from webapp.execution import dispatch
 from webapp.extensions import db
 from webapp.jobs import editing, queries
-from webapp.jobs.forms import ConfirmForm, RunNowForm, job_form, plan_preview_of
+from webapp import presenters
+from webapp.forms import ConfirmForm
+from webapp.jobs.forms import RunNowForm, job_form, plan_preview_of
 from webapp.jobtypes import registry
 from webapp.models import Job, Run, Trigger
 from webapp.pagination import paginate
-from webapp.scheduling import sync
-from webapp.scheduling.plans import PlanError, upcoming
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
@@ -21,13 +21,18 @@ def _signed_in():
     """Every jobs page needs a signed-in user."""
 
 
+@bp.context_processor
+def _presenters():
+    return {"present": presenters}
+
+
 @bp.route("/")
 def list():
     """The jobs the user may see, with their latest status and fire times."""
     find = request.args.get("q", "").strip()
     page = paginate(queries.job_list_query(current_user, find), queries.JOB_SORTS, "name", tiebreak=Job.id)
     latest = queries.latest_runs([job.id for job in page.items])
-    context = dict(page=page, latest=latest, find=find, form=ConfirmForm(), describe=_describe_plan)
+    context = dict(page=page, latest=latest, find=find, form=ConfirmForm())
     if request.htmx and request.htmx.target == "jobs-table":
         return render_template("jobs/_table.html", **context)
     return render_template("jobs/list.html", **context)
@@ -41,7 +46,7 @@ def detail(job_id):
     runs = paginate(queries.job_runs_query(current_user, job.id, status), queries.RUN_SORTS, "id", "desc",
                     tiebreak=None)
     context = dict(job=job, runs=runs, status=status, form=RunNowForm(), confirm=ConfirmForm(),
-                   job_type=_job_type(job), upcoming=_upcoming(job), describe=_describe_plan)
+                   job_type=presenters.job_type(job), upcoming=presenters.upcoming_fires(job))
     if request.htmx and request.htmx.target == "runs-table":
         return render_template("jobs/_runs.html", **context)
     return render_template("jobs/detail.html", **context)
@@ -214,26 +219,3 @@ def _form_context(form, params, job_type, job):
                 plan_fields_url=url_for("jobs.plan_fields", **key),
                 preview_url=url_for("jobs.plan_preview", **key))
 
-
-def _job_type(job):
-    try:
-        return registry.get(job.job_type)
-    except registry.UnknownJobType:
-        return None
-
-
-def _describe_plan(job):
-    try:
-        return sync.job_plan(job).describe()
-    except (PlanError, registry.UnknownJobType):
-        return "invalid plan"
-
-
-def _upcoming(job):
-    """The next five fire times, starting with the one rq-scheduler holds."""
-    if not job.schedulable or job.next_fire_at is None:
-        return []
-    try:
-        return [job.next_fire_at] + upcoming(sync.job_plan(job), job.next_fire_at, sync.timezone(), 4)
-    except (PlanError, registry.UnknownJobType):
-        return [job.next_fire_at]

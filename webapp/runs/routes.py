@@ -7,7 +7,7 @@ from sqlalchemy import select
 from webapp.auth.permissions import get_file_or_404, get_run_or_404
 from webapp.execution import dispatch, livelog
 from webapp.extensions import db, redis_client
-from webapp.jobs.forms import ConfirmForm
+from webapp.forms import ConfirmForm
 from webapp.models import RunLogLine
 from webapp.runs import stream
 from webapp.runs.files import open_run_file
