@@ -25,7 +25,12 @@ from werkzeug.security import generate_password_hash
 from tests.factories import csrf_from, make_domain, make_job, make_user
 from webapp.auth import permissions
 from webapp.extensions import db
-from webapp.models import Role, Run, RunFile, RunStatus, Trigger, User
+from webapp.jobs import editing
+from webapp.jobs.editing import JobInput
+from webapp.jobtypes import registry
+from webapp.jobtypes.registry import JobType
+from webapp.models import Job, Role, Run, RunFile, RunStatus, Setting, Trigger, User
+from webapp.models.audit import record
 from webapp.models.types import utcnow
 
 JOBS = ("install", "a", "a1", "b")
@@ -398,3 +403,161 @@ def test_users_with_nothing_to_supervise_see_no_domain_jobs(ctx, world):
     assert db.session.scalars(permissions.files_query(homeless_admin)).all() == []
     with pytest.raises(NotFound):
         permissions.get_job_or_404(homeless_admin, world.jobs["install"])
+
+
+# --- what a user may do ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("role, may", [(Role.SUPERADMIN, True), (Role.SYSADMIN, True), (Role.DOMAIN_ADMIN, False),
+                                       (Role.SYSTEM, False)])
+def test_only_superadmins_and_system_administrators_manage_queues(ctx, role, may):
+    assert permissions.can_manage_queues(make_user(role)) is may
+
+
+def test_support_is_for_the_roles_the_setting_names_superadmins_by_default(ctx):
+    users = {role: make_user(role) for role in (Role.SUPERADMIN, Role.SYSADMIN, Role.DOMAIN_ADMIN, Role.SYSTEM)}
+
+    def allowed():
+        return {role for role, user in users.items() if permissions.can_use_support(user)}
+
+    assert allowed() == {Role.SUPERADMIN}
+    setting = Setting(key="support_roles", value=["superadmin", "sysadmin"])
+    db.session.add(setting)
+    db.session.commit()
+    assert allowed() == {Role.SUPERADMIN, Role.SYSADMIN}
+    setting.value = []  # an administrator may close support to everyone
+    db.session.commit()
+    assert allowed() == set()
+    for garbled in ("sysadmin", {"sysadmin": True}, [1, 2], None):  # not a list of names: the default
+        setting.value = garbled
+        db.session.commit()
+        assert allowed() == {Role.SUPERADMIN}, garbled
+
+
+# --- job types that only some roles see ------------------------------------------------------
+
+HIDDEN_KEY = "tests.superadmins_only"
+HIDDEN_NAME = "Support script job"
+
+
+@dataclass(frozen=True)
+class RoleBoundType(JobType):
+    """A job type that names the roles who see it."""
+
+    visible_to: frozenset = frozenset()
+
+
+@pytest.fixture
+def hidden_type(app):
+    """A job type only superadmins see, installed for the test, with a job in Study A that has
+    a queued run and an output file."""
+    registry.register(RoleBoundType(key=HIDDEN_KEY, label="Support script", run=lambda ctx: None,
+                                    user_creatable=True, visible_to=frozenset({Role.SUPERADMIN.value})))
+    try:
+        yield
+    finally:
+        registry._REGISTRY.pop(HIDDEN_KEY, None)
+
+
+@pytest.fixture
+def hidden_job(app, world, hidden_type):
+    with app.app_context():
+        from webapp.models import Domain
+
+        job = make_job(HIDDEN_NAME, domain=db.session.get(Domain, world.domains["Study A"]), job_type=HIDDEN_KEY,
+                       params={})
+        run, file, _ = _add_run_with_file(job, app.config["FILES_DIR"])
+        return SimpleNamespace(job=job.id, run=run.id, file=file.id)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_a_job_type_some_roles_may_not_see_hides_its_jobs_runs_and_files(ctx, hidden_job, user_for, role):
+    user = _user(user_for(role))
+    sees = role == "superadmin"  # Study A's people see the domain, but not this type
+    assert permissions.hidden_job_types(user) == (set() if sees else {HIDDEN_KEY})
+
+    assert (hidden_job.job in {job.id for job in db.session.scalars(permissions.jobs_query(user))}) is sees
+    assert (hidden_job.run in {run.id for run in db.session.scalars(permissions.runs_query(user))}) is sees
+    assert (hidden_job.file in {file.id for file in db.session.scalars(permissions.files_query(user))}) is sees
+    if sees:
+        assert permissions.get_job_or_404(user, hidden_job.job).name == HIDDEN_NAME
+        assert permissions.get_run_or_404(user, hidden_job.run).id == hidden_job.run
+        assert permissions.get_file_or_404(user, hidden_job.file).id == hidden_job.file
+    else:
+        for lookup, object_id in ((permissions.get_job_or_404, hidden_job.job),
+                                  (permissions.get_run_or_404, hidden_job.run),
+                                  (permissions.get_file_or_404, hidden_job.file)):
+            with pytest.raises(NotFound):
+                lookup(user, object_id)
+    # The other jobs of the domain stay as they were.
+    assert {job.name for job in db.session.scalars(permissions.jobs_query(user))} - {HIDDEN_NAME} == \
+        {NAMES[key] for key in VISIBLE[role]}
+    assert (HIDDEN_KEY in {jt.key for jt in permissions.job_types_for(user)}) is sees
+
+
+@pytest.mark.parametrize("role", ["superadmin", "sysadmin", "admin_a"])
+def test_pages_of_a_hidden_job_type_are_404_and_its_type_is_not_offered(app, hidden_job, sign_in, role):
+    client, token = sign_in(role)
+    sees = role == "superadmin"
+    assert (HIDDEN_NAME in client.get("/jobs/").get_data(as_text=True)) is sees
+    assert (HIDDEN_NAME in client.get("/jobs/?q=Support").get_data(as_text=True)) is sees
+    for url in (f"/jobs/{hidden_job.job}", f"/jobs/{hidden_job.job}/edit", f"/runs/{hidden_job.run}",
+                f"/runs/files/{hidden_job.file}"):
+        assert client.get(url).status_code == (200 if sees else 404), url
+    before = run_ids_of(app, hidden_job.job)
+    response = client.post(f"/jobs/{hidden_job.job}/run", data={"csrf_token": token, "args": ""})
+    assert response.status_code == (302 if sees else 404)
+    assert (run_ids_of(app, hidden_job.job) != before) is sees
+    # The new-job form offers the type only to those who see it, and a forged choice is refused.
+    new_form = client.get("/jobs/new").get_data(as_text=True)
+    assert (f'value="{HIDDEN_KEY}"' in new_form) is sees
+    with app.app_context():
+        user = db.session.scalar(select(User).where(User.username == f"{role}-user"))
+        forged = JobInput(name="Forged", job_type=HIDDEN_KEY, scope="domain", domain_id=str(hidden_job_domain(app)),
+                          plan={"kind": "disabled"})
+        if sees:
+            assert editing.check(user, forged)["job_type"] == HIDDEN_KEY
+        else:
+            with pytest.raises(editing.InvalidJob) as refused:
+                editing.check(user, forged)
+            assert refused.value.errors["job_type"] == "Choose one of the listed job types."
+
+
+def hidden_job_domain(app) -> int:
+    with app.app_context():
+        return db.session.scalar(select(Job.domain_id).where(Job.name == HIDDEN_NAME))
+
+
+# --- the audit trail -------------------------------------------------------------------------
+
+def test_audit_records_each_user_may_read(ctx, world, hidden_job, user_for):
+    users = {role: _user(user_for(role)) for role in ROLES}
+    job = {key: db.session.get(Job, world.jobs[key]) for key in JOBS}
+    hidden = db.session.get(Job, hidden_job.job)
+    events = {
+        "install": record("edit", "job", job["install"], actor=None),
+        "a": record("edit", "job", job["a"], actor=users["superadmin"]),
+        "a1": record("remove", "job", job["a1"], actor=None),
+        "b": record("edit", "job", job["b"], actor=None),
+        "run_a": record("cancel", "run", db.session.get(Run, world.runs["a"]), actor=None,
+                        domain_id=job["a"].domain_id),
+        "hidden": record("edit", "job", hidden, actor=users["superadmin"]),
+        "hidden_run": record("cancel", "run", db.session.get(Run, hidden_job.run), actor=None,
+                             domain_id=hidden.domain_id),
+        "hidden_run_now": record("run_now", "job", job["a"], actor=None, run=db.session.get(Run, hidden_job.run)),
+        "login_b": record("login", "user", users["admin_b"], actor=users["admin_b"]),
+        "login_a1": record("login", "user", users["admin_a1"], actor=users["admin_a1"]),
+        "password_a": record("password", "user", users["admin_a"], actor=None),
+        "failed_sign_in": record("login_failed", "user", object_name="nobody", actor=None),
+    }
+    db.session.commit()
+    readable = {
+        "superadmin": set(events),
+        "sysadmin": {"install", "a", "a1", "run_a"},
+        "admin_a": {"a", "a1", "run_a", "password_a"},
+        "admin_b": {"b", "login_b"},
+        "admin_a1": {"a1", "login_a1"},
+    }
+    names = {event.id: name for name, event in events.items()}
+    for role, user in users.items():
+        got = {names[event.id] for event in db.session.scalars(permissions.audit_query(user)) if event.id in names}
+        assert got == readable[role], role

@@ -2,13 +2,18 @@
 
 Every view, API call, download and log stream asks these functions; they answer with
 queries (so a list never holds a row its reader may not see) and with 404 for an id the
-user may not see, so a guessed id reveals nothing.
+user may not see, so a guessed id reveals nothing. What a user may see of jobs has two
+parts: where a job runs (its domain, or the installation) and what it is (its job type, which
+may be one only some roles see); `job_filter` joins them, and every query of jobs, runs, files
+and audit records starts from it.
 """
 from flask import abort
-from sqlalchemy import false, or_, select
+from sqlalchemy import and_, false, not_, or_, select, true
 
 from webapp.extensions import db
-from webapp.models import Domain, Job, Role, Run, RunFile, Scope
+from webapp.jobtypes import registry
+from webapp.models import AuditEvent, Domain, Job, Role, Run, RunFile, Scope
+from webapp.models.settings import get_setting
 
 
 def visible_domain_ids(user) -> set[int] | None:
@@ -25,15 +30,40 @@ def sees_installation_jobs(user) -> bool:
     return user.role in (Role.SUPERADMIN, Role.SYSADMIN, Role.SYSTEM)
 
 
-def job_filter(user):
-    """A WHERE clause on Job for the jobs the user may see."""
+def hidden_job_types(user) -> set[str]:
+    """Keys of the installed job types the user may not see: those that name the roles who see
+    them (`visible_to`) without the user's role. A type that names none is seen by everyone."""
+    hidden = set()
+    for job_type in registry.all_types():
+        roles = getattr(job_type, "visible_to", None)
+        if roles is not None and user.role not in roles:
+            hidden.add(job_type.key)
+    return hidden
+
+
+def job_types_for(user) -> list[registry.JobType]:
+    """The installed job types the user may see (and so create jobs of)."""
+    hidden = hidden_job_types(user)
+    return [job_type for job_type in registry.all_types() if job_type.key not in hidden]
+
+
+def _where_jobs_run(user):
+    """A WHERE clause on Job: the jobs of the domains and the installation the user sees."""
     domains = visible_domain_ids(user)
     if domains is None:
-        return Job.id.isnot(None)
+        return true()
     clauses = [Job.domain_id.in_(domains)] if domains else []
     if sees_installation_jobs(user):
         clauses.append(Job.scope == Scope.INSTALLATION)
     return or_(*clauses) if clauses else false()
+
+
+def job_filter(user):
+    """A WHERE clause on Job for the jobs the user may see: where they run, and of a type the
+    user may see. A hidden type hides its jobs from superadmins too, if it leaves them out."""
+    hidden = hidden_job_types(user)
+    where = _where_jobs_run(user)
+    return and_(where, Job.job_type.not_in(hidden)) if hidden else where
 
 
 def jobs_query(user):
@@ -78,3 +108,64 @@ def domains_for_new_jobs(user):
     domains = visible_domain_ids(user)
     query = select(Domain).order_by(Domain.name)
     return query if domains is None else query.where(Domain.id.in_(domains or {-1}))
+
+
+# --- what a user may do ----------------------------------------------------------------------
+
+def can_manage_queues(user) -> bool:
+    """Pause, resume and clear queues, and cancel what waits in them: they serve every domain,
+    so only those responsible for the installation."""
+    return user.role in (Role.SUPERADMIN, Role.SYSADMIN)
+
+
+def can_use_support(user) -> bool:
+    """The support pages (script jobs that run code): the roles the `support_roles` setting
+    names, superadmins only unless an administrator widens it. A setting that is not a list of
+    role names grants nothing beyond that default."""
+    roles = get_setting("support_roles")
+    if not isinstance(roles, (list, tuple)) or not all(isinstance(role, str) for role in roles):
+        roles = [Role.SUPERADMIN.value]
+    return user.role in roles
+
+
+# --- the audit trail -------------------------------------------------------------------------
+
+_JOB_OBJECTS = ("job", "run")
+
+
+def audit_query(user):
+    """The audit records the user may read.
+
+    A superadmin reads them all. Anyone else reads:
+    - what they did themselves, and what was done to their own account;
+    - what happened to jobs and runs they may see the domain of: an audit record keeps the
+      domain its object had (`domain_id`), so the history of a deleted job stays readable to
+      the people of its domain, and moving a job on does not rewrite who saw its past; records
+      of installation jobs (no domain) for those who see installation jobs;
+    - but nothing about a job of a type hidden from them (a support script job in their domain
+      is not theirs to read about), and nothing about other people's accounts (sign-ins,
+      passwords, accounts created): account administration is the superadmin's.
+    """
+    if user.role == Role.SUPERADMIN:
+        return select(AuditEvent)
+    own = or_(AuditEvent.actor_id == user.id,
+              and_(AuditEvent.object_type == "user", AuditEvent.object_id == user.id))
+    domains = visible_domain_ids(user) or set()
+    where_jobs_run = [AuditEvent.domain_id.in_(domains)] if domains else []
+    if sees_installation_jobs(user):
+        where_jobs_run.append(AuditEvent.domain_id.is_(None))
+    about_jobs = and_(AuditEvent.object_type.in_(_JOB_OBJECTS), or_(*where_jobs_run)) if where_jobs_run else false()
+    hidden = hidden_job_types(user)
+    if hidden:
+        hidden_jobs = select(Job.id).where(Job.job_type.in_(hidden))
+        hidden_runs = select(Run.id).where(Run.job_id.in_(hidden_jobs))
+        about_jobs = and_(about_jobs, not_(or_(
+            and_(AuditEvent.object_type == "job", _is_in(AuditEvent.object_id, hidden_jobs)),
+            and_(AuditEvent.object_type == "run", _is_in(AuditEvent.object_id, hidden_runs)),
+            _is_in(AuditEvent.run_id, hidden_runs))))
+    return select(AuditEvent).where(or_(own, about_jobs))
+
+
+def _is_in(column, subquery):
+    """`column IN subquery`, false (not NULL) where the column is NULL, so that NOT keeps the row."""
+    return and_(column.isnot(None), column.in_(subquery))

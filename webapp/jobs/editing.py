@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from webapp.auth import permissions
 from webapp.auth.permissions import domains_for_new_jobs, sees_installation_jobs
 from webapp.extensions import db
 from webapp.guards import MAX_ID
@@ -94,9 +95,9 @@ class JobInput:
 
 # --- choices a form offers ----------------------------------------------------------------
 
-def creatable_types(job: Job | None = None) -> list[registry.JobType]:
-    """The job types a job may have: the user-creatable ones, plus the job's own type."""
-    types = [jt for jt in registry.all_types() if jt.user_creatable]
+def creatable_types(user, job: Job | None = None) -> list[registry.JobType]:
+    """The job types a job may have: the user-creatable ones the user may see, plus the job's own type."""
+    types = [jt for jt in permissions.job_types_for(user) if jt.user_creatable]
     if job is not None and job.job_type not in {jt.key for jt in types}:
         own = job_type_or_none(job.job_type)
         if own is not None:
@@ -281,7 +282,7 @@ def check(user, data: JobInput, job: Job | None = None, *, now: datetime | None 
             errors["description"] = f"At most {DESCRIPTION_MAX} characters."
         job_type_key = data.job_type
         job_type = job_type_or_none(job_type_key)
-        if job_type is None or job_type.key not in {jt.key for jt in creatable_types(job)}:
+        if job_type is None or job_type.key not in {jt.key for jt in creatable_types(user, job)}:
             errors["job_type"] = "Choose one of the listed job types."
             job_type = None
         scope, domain_id = _check_execution(user, data, errors)

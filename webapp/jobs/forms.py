@@ -245,7 +245,7 @@ def job_form(user, job=None, saving=False, posted=True):
     initial = _settings_of(job)
     posted = posted and request.method == "POST"
     form = JobForm(data=initial) if posted else JobForm(formdata=None, data=initial)
-    types = editing.creatable_types(job)
+    types = editing.creatable_types(user, job)
     if job is not None and job.system:
         form.job_type.data = job.job_type
         form.type_fixed = True

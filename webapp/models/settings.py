@@ -6,6 +6,10 @@ from webapp.extensions import db
 
 # Settings an administrator may change at run time; the config value is the default.
 DEFAULTS_FROM_CONFIG = {"retention_days": "RETENTION_DAYS"}
+# Settings an administrator may change at run time whose default is a fixed value.
+DEFAULTS = {
+    "support_roles": ("superadmin",),  # who may use the support pages (permissions.can_use_support)
+}
 
 
 class Setting(db.Model):
@@ -18,4 +22,6 @@ def get_setting(key):
     row = db.session.get(Setting, key)
     if row is not None:
         return row.value
+    if key in DEFAULTS:
+        return DEFAULTS[key]
     return current_app.config[DEFAULTS_FROM_CONFIG[key]]
