@@ -5,8 +5,6 @@ import logging
 import threading
 import time
 
-from redis.exceptions import RedisError
-
 log = logging.getLogger(__name__)
 STREAM = "firetime:run:{}:log"
 STATE = "firetime:run:{}:state"
@@ -114,6 +112,7 @@ class Publisher:
     not be sent go out once Redis answers again (the database gets every line at the end)."""
 
     RETRY_SECONDS = 1.0
+    BATCH = 1000  # lines a pipeline at most (after an outage, many may wait)
 
     def __init__(self, conn, run_id, lines: list, heartbeat_every: float, alive_ttl: int):
         self.conn, self.run_id, self.lines = conn, run_id, lines
@@ -124,6 +123,7 @@ class Publisher:
         self._check_cancel = False
         self._closing = False
         self._failing = False
+        self._refused = False
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"live-{run_id}", daemon=True)
 
@@ -161,7 +161,7 @@ class Publisher:
                     heartbeat(self.conn, self.run_id, self.alive_ttl)
                     self._check_cancel = True
                 self._send()
-            except RedisError as exc:
+            except Exception as exc:  # Redis away, mostly; whatever it is, the heartbeat must go on
                 self._note_failure(exc)
                 if self._closing:
                     return
@@ -174,7 +174,7 @@ class Publisher:
                 return
 
     def _send(self):
-        end, progress, check_cancel = len(self.lines), self.progress, self._check_cancel
+        end, progress, check_cancel = min(len(self.lines), self.sent + self.BATCH), self.progress, self._check_cancel
         with self.conn.pipeline(transaction=False) as pipe:
             for line in self.lines[self.sent:end]:
                 add_line(pipe, self.run_id, line["seq"], line["at"], line["level"], line["message"])
@@ -187,9 +187,12 @@ class Publisher:
             # A refused command (a key of the wrong type) is reported, not retried for ever.
             results = pipe.execute(raise_on_error=False)
         refused = [r for r in results if isinstance(r, Exception)]
-        if refused:
+        if refused and not self._refused:
             log.warning("live log write refused run=%s: %s", self.run_id, refused[0])
+            self._refused = True
         self.sent = end
+        if end < len(self.lines):
+            self._wake.set()  # the next batch
         if self.progress is progress:
             self.progress = None
         if check_cancel:
@@ -198,6 +201,6 @@ class Publisher:
 
     def _note_failure(self, exc):
         if not self._failing:
-            log.warning("live log cannot reach Redis run=%s (%s); lines are kept and sent when it answers",
-                        self.run_id, exc)
+            log.warning("live log of run=%s not sent (%s: %s); lines are kept and sent when Redis answers",
+                        self.run_id, type(exc).__name__, exc)
             self._failing = True

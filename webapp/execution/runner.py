@@ -67,14 +67,14 @@ def execute(run_id: int):
     if claimed is None:
         log.info("run not claimed (cancelled or already taken) run=%s", run_id)
         return
-    live = livelog.Publisher(redis_client.conn, run_id, [], config["HEARTBEAT_SECONDS"], config["RUN_DEAD_AFTER"])
-    ctx = RunContext(run_id=run_id, job_id=claimed.job_id, live=live.start(), files_dir=config["FILES_DIR"],
-                     args=claimed.args.split(), max_lines=config["LOG_MAX_LINES"], run_as=claimed.run_as,
-                     lines=live.lines)
+    ctx = RunContext(run_id=run_id, job_id=claimed.job_id, live=None, files_dir=config["FILES_DIR"],
+                     args=claimed.args.split(), max_lines=config["LOG_MAX_LINES"], run_as=claimed.run_as)
+    ctx.live = livelog.Publisher(redis_client.conn, run_id, ctx.lines, config["HEARTBEAT_SECONDS"],
+                                 config["RUN_DEAD_AFTER"]).start()
     try:
         status, message = _call_job_type(ctx, claimed)
     finally:
-        live.close()
+        ctx.live.close()
     if status == RunStatus.SUCCEEDED and ctx.error_count:
         status, message = RunStatus.FAILED, ctx.first_error
     elif status == RunStatus.SUCCEEDED and ctx.warning_count:
