@@ -1,5 +1,6 @@
 """Accounts: creating them, checking a sign-in, changing a password, deactivating; shared by the
-sign-in form, the CLI and the demo data."""
+sign-in form, the CLI and the demo data. Each change is audited under `actor`: the user who
+makes it, or None for the command line and the demo data (the system)."""
 from sqlalchemy import select
 
 from webapp.extensions import db
@@ -11,7 +12,7 @@ class AccountError(ValueError):
     pass
 
 
-def create_user(username, role, *, password=None, email=None, domain_name=None, supervise=()) -> User:
+def create_user(username, role, *, password=None, email=None, domain_name=None, supervise=(), actor=None) -> User:
     role = Role(role)
     if db.session.scalar(select(User).where(User.username == username)):
         raise AccountError(f"User {username!r} already exists.")
@@ -27,7 +28,7 @@ def create_user(username, role, *, password=None, email=None, domain_name=None, 
     user.supervised = [_domain(name) for name in supervise]
     db.session.add(user)
     db.session.flush()
-    record("create", "user", user, object_name=username, after={"role": role.value})
+    record("create", "user", user, actor=actor, object_name=username, after={"role": role.value})
     db.session.commit()
     return user
 
@@ -56,19 +57,19 @@ def find_user(username) -> User:
     return user
 
 
-def set_password(user: User, password: str) -> None:
+def set_password(user: User, password: str, *, actor=None) -> None:
     """A new password; every session of the user ends (whoever kept one is signed out)."""
     if not password:
         raise AccountError("A password is required.")
     user.set_password(password)
     UserSession.end_all_of(user)
-    record("password", "user", user, object_name=user.username)
+    record("password", "user", user, actor=actor, object_name=user.username)
     db.session.commit()
 
 
-def deactivate(user: User) -> None:
+def deactivate(user: User, *, actor=None) -> None:
     """The user can no longer sign in or use API tokens; every session of the user ends."""
     user.active = False
     UserSession.end_all_of(user)
-    record("deactivate", "user", user, object_name=user.username)
+    record("deactivate", "user", user, actor=actor, object_name=user.username)
     db.session.commit()

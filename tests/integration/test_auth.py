@@ -413,3 +413,24 @@ def test_cli_refuses_a_token_for_an_unknown_user(app):
     assert "No user 'ghost'." in result.output
     with app.app_context():
         assert db.session.scalar(select(func.count(ApiToken.id))) == 0
+
+
+def test_account_changes_are_audited_under_the_actor_named_not_whoever_is_signed_in(app):
+    from flask_login import login_user
+
+    from webapp import accounts
+    from webapp.models.audit import record
+
+    with app.app_context():
+        admin = make_user(username="root-admin")
+        leaver, mover = make_user(Role.DOMAIN_ADMIN, username="leaver"), make_user(Role.DOMAIN_ADMIN, username="mover")
+        with app.test_request_context():
+            login_user(admin)  # somebody is signed in while the system changes an account
+            accounts.deactivate(leaver)
+            accounts.set_password(mover, "new-pw", actor=admin)
+        events = db.session.scalars(select(AuditEvent).where(AuditEvent.action.in_(("deactivate", "password")))
+                                    .order_by(AuditEvent.id)).all()
+        assert [(e.action, e.object_name, e.actor_name, e.actor_id) for e in events] == [
+            ("deactivate", "leaver", "system", None), ("password", "mover", "root-admin", admin.id)]
+        with pytest.raises(TypeError):  # an audit record always says who acted
+            record("edit", "job")

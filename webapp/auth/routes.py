@@ -63,7 +63,7 @@ def _form_page(form, status=None, headers=None):
 
 def _record_failure(username: str) -> None:
     user_id = db.session.scalar(select(User.id).where(User.username == username))
-    event = record("login_failed", "user", object_name=username, message=f"from {request.remote_addr}")
+    event = record("login_failed", "user", actor=None, object_name=username, message=f"from {request.remote_addr}")
     event.object_id, event.actor_name = user_id, "anonymous"
     db.session.commit()
 

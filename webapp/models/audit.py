@@ -27,13 +27,14 @@ class AuditEvent(db.Model):
     message: Mapped[str] = mapped_column(Text, default="")
 
 
-def record(action, obj_type, obj=None, *, actor=None, run=None, before=None, after=None, message="",
+def record(action, obj_type, obj=None, *, actor, run=None, before=None, after=None, message="",
            domain_id=None, object_name=None):
-    """Add an audit event to the session (committed with the change it describes)."""
-    from flask_login import current_user
+    """Add an audit event to the session (committed with the change it describes).
 
-    if actor is None and current_user and getattr(current_user, "is_authenticated", False):
-        actor = current_user
+    `actor` is always named by the caller: the user who made the change, or None for the system
+    (a planned run, housekeeping, the command line). The model does not guess it from the
+    request, so a change made by the system while somebody is signed in is not theirs, and the
+    same code audits alike in a request, a worker and the CLI."""
     event = AuditEvent(
         actor_id=getattr(actor, "id", None),
         actor_name=getattr(actor, "username", None) or "system",
