@@ -2,7 +2,9 @@
 and the generated OpenAPI document. Real database and Redis; one test with a real worker."""
 import json
 import os
+import re
 from datetime import datetime, timezone
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from sqlalchemy import func, select
@@ -10,7 +12,7 @@ from sqlalchemy import func, select
 from tests.conftest import wait_for
 from tests.factories import make_domain, make_job, make_user
 from webapp.extensions import db
-from webapp.models import ApiToken, JobState, Role, Run, RunFile, RunStatus, Trigger
+from webapp.models import ApiToken, Job, JobState, Role, Run, RunFile, RunStatus, Scope, Trigger
 from webapp.models.types import utcnow
 
 UTC = timezone.utc
@@ -164,6 +166,62 @@ def test_job_list_follows_the_visibility_rules(estate, client):
         assert {item["id"] for item in listed} == {j[name].id for name in names}
         # Deleted jobs are never listed, whoever asks.
         assert not {item["id"] for item in listed} & {job.id for job in estate["deleted"]}
+
+
+def follow_pages(client, url, headers) -> tuple[list[list[int]], list[dict]]:
+    """Every page of a list from `url` on, following each Link rel="next": the ids of each page,
+    and the paging headers each page had."""
+    pages, seen = [], []
+    while url:
+        response = client.get(url, headers=headers)
+        pages.append(ids(response))
+        cursor, link = response.headers.get("X-Next-Cursor"), response.headers.get("Link")
+        seen.append({"cursor": cursor, "link": link})
+        url = None
+        if link:
+            match = re.fullmatch(r'<([^>]+)>; rel="next"', link)
+            assert match, link
+            url = match.group(1)
+            assert parse_qs(urlsplit(url).query)["after"] == [cursor]
+        else:
+            assert cursor is None
+    return pages, seen
+
+
+def test_job_list_comes_a_page_at_a_time_in_id_order(ctx, client):
+    made = [Job(name=f"Job {i:03}", job_type="system.selftest", scope=Scope.INSTALLATION) for i in range(105)]
+    db.session.add_all(made)
+    db.session.commit()
+    every = sorted(job.id for job in made)
+    headers = token_for(bot())
+
+    first = client.get("/api/scheduled-jobs", headers=headers)
+    assert ids(first) == every[:100]  # 100 by default; still a JSON array
+    assert first.headers["X-Next-Cursor"] == str(every[99])
+
+    pages, _ = follow_pages(client, "/api/scheduled-jobs?limit=40", headers)
+    assert pages == [every[:40], every[40:80], every[80:]]
+    assert ids(client.get(f"/api/scheduled-jobs?after={every[-2]}", headers=headers)) == every[-1:]
+    last = client.get(f"/api/scheduled-jobs?after={every[-1]}&limit=1", headers=headers)
+    assert ids(last) == [] and "Link" not in last.headers and "X-Next-Cursor" not in last.headers
+    # A page that happens to end with the last job has no next page.
+    exact = client.get(f"/api/scheduled-jobs?after={every[-6]}&limit=5", headers=headers)
+    assert ids(exact) == every[-5:] and "Link" not in exact.headers
+
+
+def test_job_list_pages_keep_to_the_visibility_rules(estate, client):
+    d, j = estate["domains"], estate["jobs"]
+    headers = token_for(make_user(Role.DOMAIN_ADMIN, domain=d["a"]))
+    pages, _ = follow_pages(client, "/api/scheduled-jobs?limit=1", headers)
+    assert [page for page in pages] == [[job_id] for job_id in sorted(j[n].id for n in ("a", "a-removed", "a1", "a1x"))]
+
+
+@pytest.mark.parametrize("query, name", [("limit=0", "limit"), ("limit=1001", "limit"), ("limit=", "limit"),
+                                         ("after=-1", "after"), ("after=x", "after"), ("after=2147483648", "after"),
+                                         ("after=1e3", "after")])
+def test_bad_job_list_queries_answer_400_naming_the_parameter(ctx, client, query, name):
+    body = assert_error(client.get(f"/api/scheduled-jobs?{query}", headers=token_for(bot())), 400)
+    assert name in body["message"], body
 
 
 def test_one_job_has_its_fields(ctx, client):
@@ -460,7 +518,40 @@ def test_runs_limit_and_offset(dated_runs, client):
     assert ids(client.get(f"{url}?offset=100", headers=headers)) == []
 
 
+def test_runs_come_a_page_at_a_time_and_a_new_run_shifts_no_page(ctx, client):
+    job = make_job("Busy")
+    same_moment = datetime(2022, 3, 1, 12, 0, tzinfo=UTC)  # equal creation times: the id decides
+    made = [add_run(job, created_at=same_moment if i % 3 else datetime(2022, 3, 1, i, tzinfo=UTC)).id
+            for i in range(10)]
+    newest_first = [run.id for run in db.session.scalars(
+        select(Run).where(Run.id.in_(made)).order_by(Run.created_at.desc(), Run.id.desc()))]
+    headers = token_for(bot())
+    url = f"/api/scheduled-jobs/{job.id}/runs"
+
+    first = client.get(f"{url}?limit=4&status=SUCCEEDED", headers=headers)
+    assert ids(first) == newest_first[:4]
+    add_run(job)  # a run created meanwhile is newer than every page asked for from here on
+    link = re.fullmatch(r'<([^>]+)>; rel="next"', first.headers["Link"]).group(1)
+    assert parse_qs(urlsplit(link).query) == {"limit": ["4"], "status": ["SUCCEEDED"],
+                                              "after": [first.headers["X-Next-Cursor"]]}
+    pages, _ = follow_pages(client, link, headers)
+    assert pages == [newest_first[4:8], newest_first[8:]]
+    # The cursor also combines with offset (skipped after it), and the Link drops the offset.
+    after = first.headers["X-Next-Cursor"]
+    skipped = client.get(f"{url}?after={after}&offset=1&limit=2&_external=1&jobId=0&foo=bar", headers=headers)
+    assert ids(skipped) == newest_first[5:7]
+    assert parse_qs(urlsplit(skipped.headers["Link"][1:].split(">")[0]).query) == {
+        "limit": ["2"], "after": [skipped.headers["X-Next-Cursor"]]}
+    assert urlsplit(skipped.headers["Link"][1:].split(">")[0]).path == url
+
+
 @pytest.mark.parametrize("query, names", [
+    ("after=12", "after"),
+    ("after=1645420499000000_0", "after"),
+    ("after=999999999999999999_1", "after"),
+    ("after=-999999999999999999_1", "after"),
+    ("after=1645420499000000_2147483648", "after"),
+    ("after=", "after"),
     ("fromDate=2022-02-21", "fromDate"),
     ("toDate=2022-02-21", "toDate"),
     ("fromDate=21022022", "fromDate"),
@@ -687,7 +778,15 @@ def test_openapi_document(ctx, client):
 
     runs = doc["paths"]["/api/scheduled-jobs/{jobId}/runs"]
     query = {p["name"] for p in runs["get"]["parameters"] if p["in"] == "query"}
-    assert {"fromDate", "toDate", "status", "limit", "offset"} <= query
+    assert {"fromDate", "toDate", "status", "limit", "offset", "after"} <= query
+    # Both lists are paged: a limit, a cursor, and the headers that lead to the next page.
+    jobs = doc["paths"]["/api/scheduled-jobs"]["get"]
+    assert {p["name"] for p in jobs["parameters"] if p["in"] == "query"} == {"limit", "after"}
+    for listing in (jobs, runs["get"]):
+        limit = next(p for p in listing["parameters"] if p["name"] == "limit")["schema"]
+        assert (limit["minimum"], limit["maximum"], limit["default"]) == (1, 1000, 100)
+        assert set(listing["responses"]["200"]["headers"]) == {"X-Next-Cursor", "Link"}
+        assert listing["responses"]["200"]["content"]["application/json"]["schema"]["type"] == "array"
     status = next(p for p in runs["get"]["parameters"] if p["name"] == "status")
     assert {"IN_PROGRESS", "SUCCEEDED", "FAILED"} <= set(status["schema"]["enum"])
     # The body may be absent.

@@ -1,13 +1,13 @@
 """The REST API (token auth, the UI's visibility rules, JSON errors)."""
-from flask import abort, g, request, send_file
+from flask import abort, g, request, send_file, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from sqlalchemy import select
-from sqlalchemy.orm import selectinload
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import joinedload, selectinload
 
 from webapp import presenters
-from webapp.api.schemas import (API_STATUS, JOB_EXAMPLE, STATUS_FILTER, ApiErrorSchema, JobSchema,
-                                RunQuerySchema, RunRequestSchema, RunSchema)
+from webapp.api.schemas import (API_STATUS, JOB_EXAMPLE, STATUS_FILTER, ApiErrorSchema, JobQuerySchema,
+                                JobSchema, RunCursor, RunQuerySchema, RunRequestSchema, RunSchema)
 from webapp.auth.permissions import get_job_or_404, get_run_or_404, jobs_query
 from webapp.execution import dispatch
 from webapp.extensions import db
@@ -72,16 +72,42 @@ def _job_payload(job, latest):
     }
 
 
+# A list answers one page, a JSON array as before paging; where more follow, the headers say how
+# to ask for the next page.
+PAGE_HEADERS = {
+    "X-Next-Cursor": {"description": "Present when more follow: pass it as `after` for the next page.",
+                      "schema": {"type": "string"}},
+    "Link": {"description": 'Present when more follow: `<URL of the next page>; rel="next"`.',
+             "schema": {"type": "string"}},
+}
+
+
+def _page(items: list, limit: int, cursor_of, schema) -> tuple[list, dict]:
+    """The first `limit` of `items` (read with one more, to know whether more follow) and the
+    headers that lead to the next page: the same query (`schema`'s parameters) from the cursor on."""
+    if len(items) <= limit:
+        return items, {}
+    items = items[:limit]
+    cursor = cursor_of(items[-1])
+    kept = {key: value for key, value in request.args.items() if key in schema.fields and key != "offset"}
+    url = url_for(request.endpoint, **{**kept, **request.view_args, "after": cursor})
+    return items, {"X-Next-Cursor": cursor, "Link": f'<{url}>; rel="next"'}
+
+
 @blp.route("/scheduled-jobs")
 class ScheduledJobs(MethodView):
-    @blp.response(200, JobSchema(many=True), example=[JOB_EXAMPLE])
-    @errors()
-    def get(self):
-        """The jobs the caller may see."""
-        jobs = db.session.scalars(jobs_query(g.api_user).options(selectinload(Job.domain))
-                                    .order_by(Job.name, Job.id)).all()
+    @blp.arguments(JobQuerySchema, location="query", error_status_code=400)
+    @blp.response(200, JobSchema(many=True), example=[JOB_EXAMPLE], headers=PAGE_HEADERS)
+    @errors({400: "A bad limit or after (or a query value with a control character)."})
+    def get(self, query):
+        """The jobs the caller may see, in the order of their ids, a page at a time."""
+        select_jobs = jobs_query(g.api_user).options(selectinload(Job.domain)).order_by(Job.id)
+        if "after" in query:
+            select_jobs = select_jobs.where(Job.id > query["after"])
+        jobs, headers = _page(db.session.scalars(select_jobs.limit(query["limit"] + 1)).all(), query["limit"],
+                              lambda job: str(job.id), JobQuerySchema())
         latest = latest_runs([job.id for job in jobs])
-        return [_job_payload(job, latest) for job in jobs]
+        return [_job_payload(job, latest) for job in jobs], headers
 
 
 @blp.route(f"/scheduled-jobs/{JOB_ID}")
@@ -97,11 +123,11 @@ class ScheduledJob(MethodView):
 @blp.route(f"/scheduled-jobs/{JOB_ID}/runs")
 class JobRuns(MethodView):
     @blp.arguments(RunQuerySchema, location="query", error_status_code=400)
-    @blp.response(200, RunSchema(many=True))
-    @errors({400: "A bad date, status, limit or offset (or a query value with a control character).",
+    @blp.response(200, RunSchema(many=True), headers=PAGE_HEADERS)
+    @errors({400: "A bad date, status, limit, after or offset (or a query value with a control character).",
              404: NOT_FOUND})
     def get(self, query, jobId):
-        """Runs of the job created in a time range, newest first."""
+        """Runs of the job created in a time range, newest first, a page at a time."""
         job = get_job_or_404(g.api_user, jobId)
         select_runs = select(Run).where(Run.job_id == job.id)
         if "fromDate" in query:
@@ -109,9 +135,14 @@ class JobRuns(MethodView):
         select_runs = select_runs.where(Run.created_at <= query.get("toDate", utcnow()))
         if "status" in query:
             select_runs = select_runs.where(Run.status.in_(STATUS_FILTER[query["status"]]))
-        select_runs = (select_runs.order_by(Run.created_at.desc(), Run.id.desc())
-                       .limit(query["limit"]).offset(query["offset"]))
-        return db.session.scalars(select_runs).all()
+        if "after" in query:
+            created_at, run_id = query["after"]
+            select_runs = select_runs.where(or_(Run.created_at < created_at,
+                                                and_(Run.created_at == created_at, Run.id < run_id)))
+        select_runs = (select_runs.options(selectinload(Run.files), joinedload(Run.requested_by))
+                       .order_by(Run.created_at.desc(), Run.id.desc())
+                       .limit(query["limit"] + 1).offset(query["offset"]))
+        return _page(db.session.scalars(select_runs).all(), query["limit"], RunCursor.of, RunQuerySchema())
 
     @blp.arguments(RunRequestSchema, required=False, error_status_code=400,
                    description="May be absent; an absent or empty args runs the job with its parameters.")

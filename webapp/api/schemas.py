@@ -1,11 +1,12 @@
 """What the API reads and answers; the OpenAPI document is generated from these."""
 import re
-from datetime import datetime, time, timezone
+from datetime import datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from flask import current_app
 from marshmallow import Schema, ValidationError, fields, validate
 
+from webapp.guards import MAX_ID
 from webapp.models import RunStatus
 
 API_STATUS = {
@@ -58,6 +59,51 @@ class ApiDate(fields.String):
         return moment
 
 
+def _limit(things):
+    return fields.Integer(load_default=100, validate=validate.Range(1, 1000),
+                          metadata={"description": f"At most this many {things} (1 to 1000, default 100)."})
+
+
+class JobQuerySchema(Schema):
+    limit = _limit("jobs")
+    after = fields.Integer(validate=validate.Range(0, MAX_ID), metadata={
+        "description": "Only jobs whose id is greater: the X-Next-Cursor of the previous page (the id of its "
+                       "last job). Jobs come in the order of their ids."})
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+RUN_CURSOR_PATTERN = "^-?[0-9]{1,18}_[1-9][0-9]{0,9}$"
+
+
+class RunCursor(fields.String):
+    """Where a page of runs ended: the last run's creation time (microseconds since 1970 UTC)
+    and id, "1645420499000000_42". Opaque to clients: they pass on X-Next-Cursor."""
+
+    FORMAT = re.compile(RUN_CURSOR_PATTERN)
+    BAD = "Not a cursor: pass on the X-Next-Cursor of the previous page."
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("metadata", {}).update(pattern=RUN_CURSOR_PATTERN)
+        super().__init__(**kwargs)
+
+    @staticmethod
+    def of(run) -> str:
+        delta = run.created_at - _EPOCH
+        return f"{(delta.days * 86400 + delta.seconds) * 10**6 + delta.microseconds}_{run.id}"
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str) or not self.FORMAT.fullmatch(value):
+            raise ValidationError(self.BAD)
+        micros, run_id = value.split("_")
+        try:
+            created_at = _EPOCH + timedelta(microseconds=int(micros))
+        except OverflowError:
+            raise ValidationError(self.BAD) from None
+        if int(run_id) > MAX_ID:
+            raise ValidationError(self.BAD)
+        return created_at, int(run_id)
+
+
 class RunQuerySchema(Schema):
     fromDate = ApiDate(metadata={"description": "Runs created at or after this time, `20220221` (the start of "
                                                 "that day) or `20220221T061500`, in the server's time zone "
@@ -69,10 +115,12 @@ class RunQuerySchema(Schema):
     status = fields.String(validate=validate.OneOf(sorted(STATUS_FILTER)),
                            metadata={"description": "IN_PROGRESS, SUCCEEDED or FAILED (or QUEUED, "
                                                     "CANCELLED, SKIPPED); absent: all."})
-    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000),
-                           metadata={"description": "At most this many runs (1 to 1000)."})
+    limit = _limit("runs")
+    after = RunCursor(metadata={"description": "Only runs after this point of the list: the X-Next-Cursor of the "
+                                               "previous page. Unlike offset, a page does not shift when new "
+                                               "runs are created meanwhile."})
     offset = fields.Integer(load_default=0, validate=validate.Range(0, 2**31 - 1),
-                            metadata={"description": "Skip this many runs first."})
+                            metadata={"description": "Skip this many runs first (after `after`, if given)."})
 
 
 class RunRequestSchema(Schema):

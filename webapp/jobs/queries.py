@@ -1,5 +1,6 @@
 """Read models for the job pages: the list with each job's latest run, a job's runs."""
 from sqlalchemy import func, or_, select
+from sqlalchemy.orm import contains_eager, joinedload
 
 from webapp.auth.permissions import jobs_query, runs_query
 from webapp.extensions import db
@@ -16,7 +17,7 @@ def latest_runs(job_ids) -> dict[int, Run]:
 
 
 def job_list_query(user, find: str = ""):
-    query = jobs_query(user).outerjoin(Job.domain)
+    query = jobs_query(user).outerjoin(Job.domain).options(contains_eager(Job.domain))  # each row shows its domain
     if find:
         like = f"%{find.strip()}%"
         query = query.where(or_(Job.name.ilike(like), Job.description.ilike(like), Domain.name.ilike(like),
@@ -35,7 +36,7 @@ JOB_SORTS = {
 
 
 def job_runs_query(user, job_id, status: str = ""):
-    query = runs_query(user).where(Run.job_id == job_id)
+    query = runs_query(user).where(Run.job_id == job_id).options(joinedload(Run.requested_by))  # "Started by"
     if status in {s.value for s in RunStatus}:
         query = query.where(Run.status == status)
     return query
