@@ -22,6 +22,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -92,10 +93,18 @@ class Pages:
         return self.call(client.get, path)
 
     def paths(self, newest_created):
-        """The list with the last-7-days API path filled in for the history as it is now."""
+        """The list with the last-7-days API path filled in for the history as it is now, and after
+        each paged API list its second page, by the cursor its first page gives (X-Next-Cursor)."""
         since = local(newest_created - timedelta(days=7))
         recent = f"/api/scheduled-jobs/{self.big}/runs?fromDate={since:%Y%m%dT%H%M%S}"
-        return [(label, who, path or recent) for label, who, path in self.list]
+        paths = []
+        for label, who, path in self.list:
+            paths.append((label, who, path or recent))
+            cursor = self.request(who, path or recent).headers.get("X-Next-Cursor") if who.startswith("api:") else None
+            if cursor:
+                joiner = "&" if "?" in (path or recent) else "?"
+                paths.append((f"{label}, page 2", who, f"{path or recent}{joiner}after={quote(cursor)}"))
+        return paths
 
 
 def local(moment):
@@ -131,12 +140,12 @@ def check(response, label, path):
 
 def measure_all(pages, paths, options, engine, phase):
     print(f"\n{phase}  (load average {load_average()})")
-    print(f"  {'page':<44} {'n':>3} {'p50 ms':>8} {'p95 ms':>8} {'queries':>7} {'KB':>7}")
+    print(f"  {'page':<52} {'n':>3} {'p50 ms':>8} {'p95 ms':>8} {'queries':>7} {'KB':>7}")
     results = {}
     with SqlTimer(engine) as timer:
         for label, who, path in paths:
             result = results[label] = measure(pages, label, who, path, options, timer)
-            print(f"  {label:<44} {result['n']:>3} {ms(result['p50']):>8} {ms(result['p95']):>8} "
+            print(f"  {label:<52} {result['n']:>3} {ms(result['p50']):>8} {ms(result['p95']):>8} "
                   f"{result['queries']:>7.0f} {result['bytes'] / 1024:>7.1f}", flush=True)
     return results
 
@@ -193,10 +202,10 @@ def bench(options, env):
     large = measure_all(pages, paths, options, engine, f"Phase 2: {total:,} runs, {big:,} of the big job")
 
     print(f"\nGrowth from phase 1 to phase 2 (phase 2 / phase 1):")
-    print(f"  {'page':<44} {'p50':>6} {'p95':>6}   queries")
+    print(f"  {'page':<52} {'p50':>6} {'p95':>6}   queries")
     for label, _, _ in paths:
         a, b = small[label], large[label]
-        print(f"  {label:<44} {b['p50'] / a['p50']:>5.2f}x {b['p95'] / a['p95']:>5.2f}x   "
+        print(f"  {label:<52} {b['p50'] / a['p50']:>5.2f}x {b['p95'] / a['p95']:>5.2f}x   "
               f"{a['queries']:.0f} -> {b['queries']:.0f}")
     print(f"\nSlowest SQL statement of each page in phase 2 (those over {options.show_sql_ms} ms):")
     shown = False

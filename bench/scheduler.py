@@ -71,7 +71,7 @@ def bench(options, env):
     from webapp.models.types import utcnow
 
     period = max(10, min(300, round(options.plans / options.rate)))
-    lead = options.lead if options.lead is not None else 10 + options.plans // 300
+    lead = options.lead if options.lead is not None else 10 + options.plans // 600
     print(f"Scheduler: {options.plans:,} poll plans every {period} s ({options.plans / period:.1f} fires/s), "
           f"{options.schedulers} scheduler process(es), resync every {options.resync_seconds} s, reaper every "
           f"{options.reap_seconds} s; {'runs left queued' if options.keep_queued else 'stand-in workers'}; "
@@ -113,7 +113,7 @@ def main(argv=None):
     parser.add_argument("--rate", type=float, default=33.3, help="fires per second wanted (default 33.3)")
     parser.add_argument("--schedulers", type=int, default=1, help="scheduler processes (default 1)")
     parser.add_argument("--lead", type=int, help="seconds from placing the plans to the window (default "
-                                                 "10 + plans / 300)")
+                                                 "10 + plans / 600)")
     parser.add_argument("--keep-queued", action="store_true", help="leave fired runs queued (no stand-in worker)")
     options = parser.parse_args(argv)
     if options.plans < 10 or options.rate <= 0 or options.schedulers < 1:
