@@ -12,10 +12,12 @@ in progress). Measures every page, then adds the older history up to --runs and 
 
 Each page is requested through Flask's test client of the app (in this process, no network:
 the figures are the app's own time, routing, queries and templates included) signed in with the
-CSRF-checked sign-in form, and each API call with an API token (Authorization: Bearer). A page
-gets --warmup untimed requests, then --requests timed ones (fewer if it uses up --page-seconds).
-Every answer must be 200. Printed per page and phase: p50 and p95 in ms, SQL statements per
-request, size; then the growth p95(big) / p95(small), and the slowest statement each page ran.
+CSRF-checked sign-in form, and each API call with an API token (Authorization: Bearer). A paged
+API list is also timed at its second page (the cursor of its first). Every page gets --warmup
+untimed requests, then --requests rounds time one request of each page in turn, so that a change
+in the machine's load falls on all pages alike. Every answer must be 200. Printed per page and
+phase: p50 and p95 in ms, SQL statements per request, size; then the growth phase 2 / phase 1,
+and the slowest statement each page ran. /healthz reads no runs: its growth is the machine's drift.
 """
 import contextvars
 import sys
@@ -111,43 +113,45 @@ def local(moment):
     return moment.astimezone(ZoneInfo(TIMEZONE))
 
 
-def measure(pages, label, who, path, options, timer):
-    for _ in range(options.warmup):
-        check(pages.request(who, path), label, path)
-    timer.take()
-    times, queries, slowest, size = [], [], (0.0, ""), 0
+def measure_all(pages, paths, options, engine, phase):
+    """--warmup untimed requests of each page, then rounds of one timed request of each page, so
+    that a change in the machine's load falls on every page alike; at most --requests rounds, and
+    no more once --page-seconds per page are used up (with at least 5 rounds)."""
+    print(f"\n{phase}  (load average {load_average()})", flush=True)
+    for label, who, path in paths:
+        for _ in range(options.warmup):
+            check(pages.request(who, path), label, path)
+    results = {label: {"times": [], "queries": [], "slowest": (0.0, ""), "bytes": 0} for label, _, _ in paths}
     began = time.perf_counter()
-    while len(times) < options.requests:
-        started = time.perf_counter()
-        response = pages.request(who, path)
-        times.append(time.perf_counter() - started)
-        check(response, label, path)
-        size = len(response.get_data())
-        statements = timer.take()
-        queries.append(len(statements))
-        slowest = max([slowest, *statements], key=lambda s: s[0])
-        if time.perf_counter() - began > options.page_seconds and len(times) >= 5:
-            break
-    return {"n": len(times), "p50": percentile(times, 50), "p95": percentile(times, 95),
-            "queries": percentile(queries, 50), "bytes": size, "slowest": slowest}
+    with SqlTimer(engine) as timer:
+        for round_no in range(1, options.requests + 1):
+            for label, who, path in paths:
+                result = results[label]
+                timer.take()
+                started = time.perf_counter()
+                response = pages.request(who, path)
+                result["times"].append(time.perf_counter() - started)
+                check(response, label, path)
+                result["bytes"] = len(response.get_data())
+                statements = timer.take()
+                result["queries"].append(len(statements))
+                result["slowest"] = max([result["slowest"], *statements], key=lambda s: s[0])
+            if round_no >= 5 and time.perf_counter() - began > options.page_seconds * len(paths):
+                break
+    print(f"  {'page':<52} {'n':>3} {'p50 ms':>8} {'p95 ms':>8} {'queries':>7} {'KB':>7}")
+    for label, _, _ in paths:
+        result = results[label]
+        result.update(n=len(result["times"]), p50=percentile(result["times"], 50),
+                      p95=percentile(result["times"], 95), queries=percentile(result["queries"], 50))
+        print(f"  {label:<52} {result['n']:>3} {ms(result['p50']):>8} {ms(result['p95']):>8} "
+              f"{result['queries']:>7.0f} {result['bytes'] / 1024:>7.1f}")
+    return results
 
 
 def check(response, label, path):
     if response.status_code != 200:
         raise BenchError(f"{label}: GET {path} answered {response.status_code}:\n"
                          f"{response.get_data(as_text=True)[:500]}")
-
-
-def measure_all(pages, paths, options, engine, phase):
-    print(f"\n{phase}  (load average {load_average()})")
-    print(f"  {'page':<52} {'n':>3} {'p50 ms':>8} {'p95 ms':>8} {'queries':>7} {'KB':>7}")
-    results = {}
-    with SqlTimer(engine) as timer:
-        for label, who, path in paths:
-            result = results[label] = measure(pages, label, who, path, options, timer)
-            print(f"  {label:<52} {result['n']:>3} {ms(result['p50']):>8} {ms(result['p95']):>8} "
-                  f"{result['queries']:>7.0f} {result['bytes'] / 1024:>7.1f}", flush=True)
-    return results
 
 
 def run_counts(big_id):
@@ -224,10 +228,10 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs (default 10,000)")
     parser.add_argument("--small-runs", type=int, default=10_000, help="runs in phase 1 (default 10,000)")
     parser.add_argument("--runs", type=int, default=1_000_000, help="runs in phase 2 (default 1,000,000)")
-    parser.add_argument("--requests", type=int, default=30, help="timed requests per page (default 30)")
+    parser.add_argument("--requests", type=int, default=30, help="timed requests per page, one per round (default 30)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed requests first (default 3)")
     parser.add_argument("--page-seconds", type=float, default=60,
-                        help="stop timing a page after this long, with at least 5 requests (default 60)")
+                        help="stop the rounds once they took this long per page, after at least 5 (default 60)")
     parser.add_argument("--show-sql-ms", type=float, default=5, help="print slowest statements over this (ms)")
     options = parser.parse_args(argv)
     if options.jobs < 2 or options.small_runs < 1000 or options.runs <= options.small_runs or options.requests < 1:
