@@ -36,3 +36,37 @@ def test_sign_in_run_now_and_watch_the_log_live(ctx, live_server, worker, page):
         page.screenshot(path=os.path.join(os.environ["FIRETIME_SCREENSHOTS"], "run-live.png"), full_page=True)
         page.goto(f"{live_server}/jobs/")
         page.screenshot(path=os.path.join(os.environ["FIRETIME_SCREENSHOTS"], "jobs.png"), full_page=True)
+
+
+def test_a_long_finished_log_shows_its_end_and_earlier_lines_on_demand(ctx, live_server, page):
+    from sqlalchemy import insert
+
+    from webapp.extensions import db
+    from webapp.models import Run, RunLogLine, RunStatus, Trigger
+    from webapp.models.types import utcnow
+
+    make_user(username="bob", password="correct horse")
+    run = Run(job_id=make_job(name="Chatty job").id, trigger=Trigger.HAND, status=RunStatus.SUCCEEDED,
+              started_at=utcnow(), finished_at=utcnow(), line_count=1200, progress=100)
+    db.session.add(run)
+    db.session.commit()
+    db.session.execute(insert(RunLogLine), [{"run_id": run.id, "seq": seq, "at": utcnow(), "level": "info",
+                                             "message": f"line {seq}"} for seq in range(1, 1201)])
+    db.session.commit()
+
+    page.goto(f"{live_server}/runs/{run.id}")
+    page.fill("#username", "bob")
+    page.fill("#password", "correct horse")
+    page.click("button[type=submit]")
+    lines = page.locator("#log .log-line")
+    expect(lines).to_have_count(1000)
+    expect(lines.first).to_have_text(re.compile(r" line 201$"))
+    expect(lines.last).to_have_text(re.compile(r" line 1200$"))
+
+    page.get_by_role("link", name="Show earlier lines").click()
+    expect(lines).to_have_count(1200)
+    expect(lines.first).to_have_text(re.compile(r" line 1$"))
+    expect(lines.nth(200)).to_have_text(re.compile(r" line 201$"))
+    expect(page.get_by_role("link", name="Show earlier lines")).to_have_count(0)
+    assert page.url == f"{live_server}/runs/{run.id}"  # the lines came in place: no new page
+    assert page.console_errors == []

@@ -5,6 +5,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import insert
 
 from tests.factories import make_job, make_user
 from tests.integration.test_engine import final
@@ -225,3 +226,106 @@ def test_a_real_run_watched_live_then_reconnected_after_it_ended_shows_each_line
                                 .order_by(RunLogLine.seq)).all()
     assert len(stored) == run.line_count >= 10
     assert seen == stored
+
+
+# --- long logs: a page of lines, a bounded replay -------------------------------------------------
+
+LONG = 2500  # lines of the long run; pages and replays hold 1000
+
+
+def store_lines(run_id, count):
+    """Lines 1 to `count` in the database, as the worker stores them (in one statement)."""
+    start = utcnow()
+    db.session.execute(insert(RunLogLine), [
+        {"run_id": run_id, "seq": seq, "at": start, "level": "info", "message": f"line {seq}"}
+        for seq in range(1, count + 1)])
+    db.session.commit()
+
+
+@pytest.fixture
+def long_run(ctx, client, login_as):
+    """A finished run with 2,500 lines in the database, and a signed-in reader."""
+    login_as(make_user())
+    run = Run(job_id=make_job().id, trigger=Trigger.HAND, status=RunStatus.SUCCEEDED, started_at=utcnow(),
+              finished_at=utcnow(), line_count=LONG, progress=100)
+    db.session.add(run)
+    db.session.commit()
+    store_lines(run.id, LONG)
+    return run.id
+
+
+def page_lines(body) -> list[str]:
+    return re.findall(r'<li class="log-line[^"]*">.*?<span class="msg">(.*?)</span></li>', body, flags=re.S)
+
+
+def link(body, element_id) -> str | None:
+    """The href of the link in the log's <li id=...>, or None."""
+    found = re.search(rf'<li class="log-more" id="{element_id}"><a href="([^"]+)"', body)
+    return found.group(1).replace("&amp;", "&") if found else None
+
+
+def test_the_page_of_a_long_finished_run_shows_its_last_lines_and_pages_back_by_seq(long_run, client):
+    body = client.get(f"/runs/{long_run}").get_data(as_text=True)
+    assert page_lines(body) == numbered(*range(1501, 2501))
+    assert "2500 lines, 1000 shown" in body and "(1500 before these)" in body
+    earlier = link(body, "log-earlier")
+    assert earlier == f"/runs/{long_run}?before=1501#log" and link(body, "log-later") is None
+
+    # The address says which lines: the page before, with links both ways.
+    body = client.get(earlier).get_data(as_text=True)
+    assert page_lines(body) == numbered(*range(501, 1501))
+    assert link(body, "log-earlier") == f"/runs/{long_run}?before=501#log"
+    assert link(body, "log-later") == f"/runs/{long_run}#log" and "(1000 after these)" in body
+    body = client.get(f"/runs/{long_run}?before=501").get_data(as_text=True)
+    assert page_lines(body) == numbered(*range(1, 501))
+    assert link(body, "log-earlier") is None and link(body, "log-later") == f"/runs/{long_run}?before=1501#log"
+
+
+def test_show_earlier_lines_with_htmx_puts_them_above_the_ones_shown(long_run, client):
+    body = client.get(f"/runs/{long_run}").get_data(as_text=True)
+    control = re.search(r'<li class="log-more" id="log-earlier">(.*?)</li>', body).group(1)
+    assert f'hx-get="/runs/{long_run}?before=1501"' in control and 'hx-target="closest li"' in control
+    fragment = client.get(f"/runs/{long_run}?before=1501",
+                          headers={"HX-Request": "true", "HX-Target": "log-earlier"}).get_data(as_text=True)
+    assert "<html" not in fragment
+    assert page_lines(fragment) == numbered(*range(501, 1501))
+    assert fragment.lstrip().startswith('<li class="log-more" id="log-earlier">')  # the next link, above them
+    assert link(fragment, "log-later") is None  # the later lines are on the page already
+
+
+@pytest.mark.parametrize("before", ["", "0", "abc", "01", "٣", "99999999999999999999", "-5", "2501", "1"])
+def test_any_other_page_address_shows_the_end_of_the_log(long_run, client, before):
+    response = client.get(f"/runs/{long_run}?before={before}")
+    assert response.status_code == 200
+    assert page_lines(response.get_data(as_text=True)) == numbered(*range(1501, 2501))
+
+
+def test_a_short_log_is_shown_whole_without_paging_links(run_with_lines, client):
+    finish(run_with_lines)
+    body = client.get(f"/runs/{run_with_lines.id}").get_data(as_text=True)
+    assert page_lines(body) == numbered(*range(1, 9)) and "(8 lines)" in body and "log-more" not in body
+
+
+def test_the_replay_of_a_long_run_sends_its_last_lines_after_saying_how_many_came_before(long_run, client):
+    events = stream(client, long_run)
+    assert [event for event, _, _ in events[:2]] == ["earlier", "line"]
+    note = events[0][1]
+    assert "1500 earlier lines" in note and f'href="/runs/{long_run}?before=1501#log"' in note
+    assert shown(events) == numbered(*range(1501, 2501))
+    assert [event for event, _, _ in events][-2:] == ["progress", "end"]
+
+    # Last-Event-ID: after the note, the lines it did not stand for; after a line, only what followed.
+    assert shown(resumed := stream(client, long_run, events[0][2])) == numbered(*range(1501, 2501))
+    assert "earlier" not in [event for event, _, _ in resumed]
+    assert shown(stream(client, long_run, "db-2000")) == numbered(*range(2001, 2501))
+    resumed = stream(client, long_run, "db-100")
+    assert "1400 earlier lines" in resumed[0][1] and shown(resumed) == numbered(*range(1501, 2501))
+
+
+def test_lines_that_never_reached_redis_are_bounded_too(run_with_lines, client):
+    store_lines(run_with_lines.id, LONG)  # the database has them all; Redis had the first five
+    events = watch_live(client, run_with_lines)
+    names = [event for event, _, _ in events]
+    assert shown(events) == numbered(*range(1, 6), *range(1501, 2501))
+    assert names.count("earlier") == 1 and "1495 earlier lines" in events[names.index("earlier")][1]
+    assert names[-1] == "end"

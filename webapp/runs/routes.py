@@ -2,14 +2,13 @@ from flask import (Blueprint, Response, abort, flash, redirect, render_template,
                    send_file, stream_with_context, url_for)
 from flask_login import current_user, login_required
 from redis.exceptions import RedisError
-from sqlalchemy import select
 
 from webapp.auth.permissions import get_file_or_404, get_run_or_404
 from webapp.execution import dispatch, livelog
-from webapp.extensions import db, redis_client
+from webapp.extensions import redis_client
 from webapp.forms import ConfirmForm
-from webapp.models import RunLogLine
-from webapp.runs import stream
+from webapp.jobs.editing import parse_id
+from webapp.runs import logs, stream
 from webapp.runs.files import open_run_file
 
 bp = Blueprint("runs", __name__, url_prefix="/runs")
@@ -33,12 +32,13 @@ def _live_progress(run):
 
 @bp.route("/<int:run_id>")
 def detail(run_id):
-    """One run: status, progress and its log, streamed live while it runs."""
+    """One run: status, progress and its log, streamed live while it runs, a page of lines once it ended."""
     run = get_run_or_404(current_user, run_id)
+    log = logs.log_page(run.id, parse_id(request.args.get("before"))) if run.is_final else None
+    if log is not None and request.htmx and request.htmx.target == "log-earlier":
+        return render_template("runs/_log_lines.html", run=run, log=log, prepend=True)
     percent, message = _live_progress(run)
-    lines = [] if not run.is_final else db.session.scalars(
-        select(RunLogLine).where(RunLogLine.run_id == run.id).order_by(RunLogLine.seq)).all()
-    return render_template("runs/detail.html", run=run, percent=percent, message=message, lines=lines,
+    return render_template("runs/detail.html", run=run, percent=percent, message=message, log=log,
                            form=ConfirmForm())
 
 

@@ -1,10 +1,15 @@
 """Server-sent events for a run's live log: lines and progress from the run's Redis stream
 as they happen, then an `end` event; a finished run replays its log from the database.
 
+Lines read from the database are at most the last `logs.PAGE_LINES` of those the reader has not
+got, after an `earlier` event that says how many it did not get and links to them on the run's
+page: a run may have 100,000 lines, and a replay never sends them all.
+
 Every event carries an id, which a reconnecting EventSource sends back as Last-Event-ID, so
 that it gets each line once:
 - a live event: "<stream entry id>/<seq>", the Redis entry and the seq of the last line sent;
-- a line or the progress replayed from the database: "db-<seq>";
+- a line or the progress replayed from the database: "db-<seq>"; the `earlier` event has the
+  seq of the last line it stands for, so a reconnect after it gets only the lines that followed;
 - the end: "end" (a reconnect after it gets the end alone).
 The seq in a live id lets a browser that watched a run live and reconnects after it ended
 get only the lines it has not seen from the database's copy.
@@ -22,6 +27,7 @@ from sqlalchemy import select
 from webapp.execution import livelog
 from webapp.extensions import db
 from webapp.models import Run, RunLogLine
+from webapp.runs import logs
 
 KEEPALIVE_MS = 15000
 END_ID = "end"
@@ -107,8 +113,8 @@ def events(run_id: int, conn, resume: Resume = Resume(), block_ms: int = KEEPALI
                 yield sse("status", json.dumps({"status": fields["status"]}), f"{entry_id}/{seq}")
             elif kind == "end":
                 # The database has the whole log by now: lines that never reached Redis follow.
-                for line in _stored_lines(run_id, seq):
-                    yield _line_event(line)
+                events, _ = _stored_lines(run_id, seq)
+                yield from events
                 yield _end(fields["status"])
                 return
 
@@ -120,9 +126,14 @@ def _is_over(run_id) -> bool:
     return status not in ("queued", "in_progress")
 
 
-def _stored_lines(run_id, after_seq):
-    return db.session.scalars(select(RunLogLine).where(RunLogLine.run_id == run_id, RunLogLine.seq > after_seq)
-                              .order_by(RunLogLine.seq))
+def _stored_lines(run_id, after_seq) -> tuple[list[str], int]:
+    """Events for the stored lines after `after_seq` (at most the last PAGE_LINES, after an
+    `earlier` event for the rest) and the seq of the last line."""
+    lines, earlier = logs.last_lines(run_id, after=after_seq)
+    events = [sse("earlier", render_template("runs/_earlier.html", run_id=run_id, count=earlier,
+                                             before=lines[0].seq), f"db-{lines[0].seq - 1}")] if earlier else []
+    events += [_line_event(line) for line in lines]
+    return events, lines[-1].seq if lines else after_seq
 
 
 def _line_event(line: RunLogLine) -> str:
@@ -135,10 +146,8 @@ def _replay(run, after_seq=0):
     if run is None:  # purged meanwhile
         yield _end("gone")
         return
-    last = after_seq
-    for line in _stored_lines(run.id, after_seq):
-        last = line.seq
-        yield _line_event(line)
+    events, last = _stored_lines(run.id, after_seq)
+    yield from events
     yield sse("progress", render_progress(run.progress, run.progress_message), f"db-{last}")
     yield _end(run.status)
     current_app.logger.debug("replayed run=%s after=%s", run.id, after_seq)
