@@ -101,10 +101,6 @@ def request_cancel(conn, run_id):
     conn.set(CANCEL.format(run_id), 1, ex=86400)
 
 
-def cancel_requested(conn, run_id) -> bool:
-    return bool(conn.exists(CANCEL.format(run_id)))
-
-
 class Publisher:
     """The live side of one run, kept by a thread of its work horse: it sends new log lines
     and progress, renews the heartbeat and reads the cancel flag. Job code only touches

@@ -117,6 +117,8 @@ class FiretimeWorker(Worker):
     run_maintenance_tasks = _tolerant(Worker.run_maintenance_tasks)
     set_state = _tolerant(Worker.set_state)
     set_current_job_working_time = _tolerant(Worker.set_current_job_working_time)
+    # Called from the SIGTERM handler: a Redis error there would surface wherever the worker was.
+    set_shutdown_requested_date = _tolerant(Worker.set_shutdown_requested_date)
     # In the horse: the run does not wait for RQ's records, its outcome goes to the database.
     prepare_job_execution = _tolerant(Worker.prepare_job_execution)
     handle_execution_ended = _tolerant(Worker.handle_execution_ended)
