@@ -24,6 +24,7 @@ from tests.factories import csrf_from, make_domain, make_job, make_user
 from webapp.extensions import db, redis_client
 from webapp.jobs import editing
 from webapp.jobtypes import registry
+from webapp.mail_addresses import parse_recipients, valid_recipients
 from webapp.models import AuditEvent, Job, Role, Run, RunFile, RunStatus, Trigger
 from webapp.models.types import utcnow
 from webapp.scheduling import sync
@@ -1108,8 +1109,19 @@ def test_editing_functions_check_without_http(ctx, domains):
     assert job.plan["anchor"] == now.isoformat() and job.next_fire_at == now
 
     with pytest.raises(ValueError, match="“x@y” is not a valid email address"):
-        editing.parse_recipients("a@example.org, x@y")
-    assert editing.parse_recipients("a@example.org;b@example.org") == ["a@example.org", "b@example.org"]
+        valid_recipients("a@example.org, x@y")
+    assert valid_recipients("a@example.org;b@example.org") == ["a@example.org", "b@example.org"]
+
+
+def test_recipients_are_read_alike_by_the_form_and_the_mailer():
+    text = " a@x.org,, B@y.org ;b@Y.org\na@x.org, not an address "
+    # The mailer's reading: every entry once, none checked (it records the bad one on its delivery).
+    assert parse_recipients(text) == ["a@x.org", "B@y.org", "not an address"]
+    # The form's: the same entries, each checked; the first that is not an address is named.
+    with pytest.raises(ValueError, match="“not an address” is not a valid email address"):
+        valid_recipients(text)
+    assert valid_recipients(text.replace(", not an address", "")) == ["a@x.org", "B@y.org"]
+    assert valid_recipients("Ann@EXAMPLE.org, ann@example.org") == ["Ann@example.org"]
 
 
 # --- bad input: a message next to the field, never a 500 ----------------------------------------

@@ -10,7 +10,6 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from email_validator import EmailNotValidError, validate_email
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -20,6 +19,7 @@ from webapp.auth.permissions import domains_for_new_jobs, sees_installation_jobs
 from webapp.extensions import db
 from webapp.guards import MAX_ID
 from webapp.jobtypes import registry
+from webapp.mail_addresses import valid_recipients
 from webapp.models import AuditEvent, Domain, Job, JobState, Scope
 from webapp.models.audit import record
 from webapp.models.types import utcnow
@@ -197,23 +197,6 @@ def preview(raw: dict, job_type: registry.JobType | None, *, previous: dict | No
 
 # --- the other fields -----------------------------------------------------------------------
 
-def parse_recipients(text: str) -> list[str]:
-    """Addresses from "a@x.org, b@y.org" (commas, semicolons or new lines), normalised;
-    raises ValueError naming the first address that is not valid."""
-    addresses = []
-    for part in (text or "").replace(";", ",").replace("\n", ",").split(","):
-        address = part.strip()
-        if not address:
-            continue
-        try:
-            valid = validate_email(address, check_deliverability=False)
-        except EmailNotValidError as exc:
-            raise ValueError(f"“{address}” is not a valid email address: {exc}") from None
-        if valid.normalized.lower() not in {a.lower() for a in addresses}:
-            addresses.append(valid.normalized)
-    return addresses
-
-
 def _check_params(job_type: registry.JobType, raw: dict, errors: dict) -> dict:
     too_long = {name for name, value in raw.items() if isinstance(value, str) and len(value) > PARAM_MAX}
     for name in too_long:
@@ -299,7 +282,7 @@ def check(user, data: JobInput, job: Job | None = None, *, now: datetime | None 
         errors["report_recipients"] = f"At most {RECIPIENTS_MAX} characters."
     else:
         try:
-            recipients = parse_recipients(data.report_recipients)
+            recipients = valid_recipients(data.report_recipients)
         except ValueError as exc:
             errors["report_recipients"] = str(exc)
     if data.report_enabled and not recipients and "report_recipients" not in errors:
