@@ -4,8 +4,8 @@ Every view, API call, download and log stream asks these functions; they answer 
 queries (so a list never holds a row its reader may not see) and with 404 for an id the
 user may not see, so a guessed id reveals nothing. What a user may see of jobs has two
 parts: where a job runs (its domain, or the installation) and what it is (its job type, which
-may be one only some roles see); `job_filter` joins them, and every query of jobs, runs, files
-and audit records starts from it.
+may be one only some roles see). `job_filter` joins the two for every query of jobs, runs and
+files, and `audit_query` applies the same two to audit records.
 """
 from flask import abort
 from sqlalchemy import and_, false, not_, or_, select, true
