@@ -27,7 +27,7 @@ def old_run(job, days_ago, with_file_dir=None):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         open(path, "w").write("a,b\n")
         db.session.add(RunFile(run_id=run.id, job_id=job.id, name="out.csv", path=f"runs/{run.id}/out.csv"))
-    record("run_now", "job", job, after={"run_id": run.id}, run=run)
+    record("run_now", "job", job, actor=None, after={"run_id": run.id}, run=run)
     db.session.commit()
     return run
 
