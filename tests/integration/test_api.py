@@ -83,6 +83,25 @@ def test_no_token_wrong_scheme_unknown_token_answer_401(ctx, client):
     assert runs_of(job) == 0
 
 
+def test_a_token_records_its_last_use_at_most_once_a_minute(ctx, client):
+    from datetime import timedelta
+
+    admin = make_user(Role.SUPERADMIN)
+    headers = token_for(admin)
+    assert client.get("/api/scheduled-jobs", headers=headers).status_code == 200
+    token = db.session.scalar(select(ApiToken).where(ApiToken.user_id == admin.id))
+    first = token.last_used_at
+    assert first is not None
+    assert client.get("/api/scheduled-jobs", headers=headers).status_code == 200
+    db.session.refresh(token)
+    assert token.last_used_at == first  # a second call within the minute writes nothing
+    token.last_used_at = first - timedelta(minutes=2)
+    db.session.commit()
+    assert client.get("/api/scheduled-jobs", headers=headers).status_code == 200
+    db.session.refresh(token)
+    assert token.last_used_at > first
+
+
 def test_valid_tokens_work_for_people_and_system_accounts_but_not_inactive_users(ctx, client):
     job = make_job("Installation job")
     admin = make_user(Role.SUPERADMIN)

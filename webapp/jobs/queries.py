@@ -1,5 +1,5 @@
 """Read models for the job pages: the list with each job's latest run, a job's runs."""
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import contains_eager, joinedload
 
 from webapp.auth.permissions import jobs_query, runs_query
@@ -11,8 +11,11 @@ def latest_runs(job_ids) -> dict[int, Run]:
     """The latest run that did something (skips excluded) of each job."""
     if not job_ids:
         return {}
-    latest = (select(func.max(Run.id)).where(Run.job_id.in_(job_ids), Run.status != RunStatus.SKIPPED)
-              .group_by(Run.job_id))
+    # One index seek per job on runs (job_id, id), newest first, stopping at the first run that
+    # was not skipped: a max() over the job's runs would read its whole history.
+    newest = (select(Run.id).where(Run.job_id == Job.id, Run.status != RunStatus.SKIPPED)
+              .order_by(Run.id.desc()).limit(1).correlate(Job).scalar_subquery())
+    latest = select(newest).select_from(Job).where(Job.id.in_(job_ids))
     return {run.job_id: run for run in db.session.scalars(select(Run).where(Run.id.in_(latest)))}
 
 
