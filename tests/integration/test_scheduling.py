@@ -156,3 +156,71 @@ def test_resync_rewrites_only_what_is_missing_or_wrong(ctx):
     assert report == {"placed": 2, "removed": 0, "kept": 1}
     assert scheduled_entries() == {sync.occurrence_id(j.id): db.session.get(Job, j.id).next_fire_at.timestamp()
                                    for j in jobs}
+
+
+def test_resync_after_redis_was_emptied_places_every_plan_again(ctx):
+    anchor = (utcnow() + timedelta(hours=1)).replace(microsecond=0)
+    jobs = [Job(name=f"Poll {n}", job_type="system.selftest", params={},
+                plan={"kind": "poll", "seconds": 300, "anchor": (anchor + timedelta(seconds=n % 300)).isoformat()})
+            for n in range(1200)]
+    db.session.add_all(jobs)
+    db.session.commit()
+    assert sync.resync()["placed"] == 1200  # next fire times computed, entries written in batches
+    redis_client.conn.flushall()
+    report = sync.resync()
+    assert report == {"placed": 1200, "removed": 0, "kept": 0}
+    wanted = {sync.occurrence_id(job_id): at.timestamp()
+              for job_id, at in db.session.execute(select(Job.id, Job.next_fire_at))}
+    assert scheduled_entries() == wanted
+    # Each entry is whole: the scheduler can fire it.
+    sample = sync.scheduler().job_class.fetch(sync.occurrence_id(jobs[7].id), connection=redis_client.conn)
+    assert sample.args == (jobs[7].id, db.session.get(Job, jobs[7].id).next_fire_at.isoformat())
+    assert sync.resync()["placed"] == 0
+
+
+def test_a_fire_does_not_wait_for_housekeeping(ctx, monkeypatch):
+    import threading
+
+    from webapp.scheduling.service import FiretimeScheduler
+
+    in_resync, release = threading.Event(), threading.Event()
+
+    def slow_resync():
+        in_resync.set()
+        release.wait(60)
+
+    monkeypatch.setattr(sync, "resync", slow_resync)
+    scheduler = FiretimeScheduler(ctx, connection=redis_client.conn)
+    scheduler.housekeeper.start()
+    try:
+        assert in_resync.wait(30), "housekeeping started"
+        job = make_job(plan={"kind": "cron", "expression": "* * * * *"})
+        job.next_fire_at = utcnow().replace(microsecond=0)
+        db.session.commit()
+        sync.place(job)
+        fired = scheduler.enqueue_jobs()  # while the resync is still busy
+        assert len(fired) == 1 and not release.is_set()
+        assert db.session.scalar(select(Run.status).where(Run.job_id == job.id)) == RunStatus.QUEUED
+    finally:
+        release.set()
+        scheduler.housekeeper.stop()
+
+
+def test_the_scheduler_wakes_for_the_next_due_entry_never_before(ctx, start_process):
+    start = utcnow().replace(microsecond=0) + timedelta(seconds=4)
+    jobs = [make_job(plan={"kind": "poll", "seconds": 300, "anchor": (start + timedelta(seconds=n)).isoformat()})
+            for n in range(6)]
+    for job in jobs:
+        sync.reschedule(job)
+    start_process("scheduler")
+
+    def all_fired():
+        runs = db.session.scalars(select(Run).where(Run.trigger == Trigger.PLAN)).all()
+        db.session.commit()
+        return runs if len(runs) == len(jobs) else None
+
+    runs = wait_for(all_fired, 40, message="six fires")
+    lateness = sorted((run.created_at - run.occurrence_at).total_seconds() for run in runs)
+    assert lateness[0] >= 0, lateness  # never early
+    # A scheduler polling once a second is about half a second late on average.
+    assert lateness[len(lateness) // 2] < 0.35, lateness

@@ -84,18 +84,39 @@ def fire_occurrence(job_id: int, fire_at_iso: str):
     job.next_fire_at = next_fire(job, after=max(fire_at, now))
     db.session.add(run)
     try:
+        db.session.flush()
+        # What the Redis side needs, read before the commit expires it (no reloads after).
+        after = (job.id, job.name, job.job_type, job.next_fire_at, run.id if run.enqueued_at else None)
+        fired = f"job={job.id} at={fire_at_iso} run={run.id} status={run.status}"
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
         return None
-    log.info("occurrence fired job=%s at=%s run=%s status=%s", job.id, fire_at_iso, run.id, run.status)
-    try:
-        place(job)
-    except RedisError:
-        log.warning("could not place the next occurrence of job=%s; the next resync will", job.id)
-    if run.enqueued_at and run.status == RunStatus.QUEUED:
-        enqueue(run)
+    log.info("occurrence fired %s", fired)
+    _place_and_enqueue(*after)
     return run
+
+
+def _place_and_enqueue(job_id, name, job_type_key, next_at, run_id):
+    """One Redis round trip after a fire: the job's next occurrence, and its run on RQ. If Redis
+    fails, the next resync places the occurrence and housekeeping hands the run over."""
+    from webapp.scheduling.sync import occurrence_entry
+
+    try:
+        job_type = registry.get(job_type_key) if run_id else None
+    except registry.UnknownJobType:
+        job_type = None  # enqueue() below fails the run with the reason
+    try:
+        with redis_client.conn.pipeline(transaction=False) as pipe:
+            if job_type is not None:  # first: RQ starts a MULTI on the pipeline it is given
+                _enqueue_on(Queue(job_type.queue, connection=redis_client.conn), run_id, name, job_type, pipe)
+            occurrence_entry(pipe, job_id, name, next_at)
+            pipe.execute()
+    except RedisError as exc:
+        log.warning("could not place the next occurrence of job=%s or enqueue run=%s (%s); housekeeping will",
+                    job_id, run_id, exc)
+    if run_id and job_type is None:
+        enqueue(db.session.get(Run, run_id))
 
 
 def _claimed(job_id: int, occurrence) -> bool:
@@ -178,22 +199,23 @@ def enqueue(run: Run) -> bool:
         return False
     queue = Queue(job_type.queue, connection=redis_client.conn)
     try:
-        _enqueue_on(queue, run, job_type)
+        _enqueue_on(queue, run.id, run.job.name, job_type)
         return True
     except RedisError as exc:
         log.warning("could not enqueue run=%s (%s); it will be handed over when Redis is back", run.id, exc)
         return False
 
 
-def _enqueue_on(queue, run, job_type):
+def _enqueue_on(queue, run_id, job_name, job_type, pipeline=None):
     queue.enqueue(
         RUNNER,
-        run.id,
-        job_id=run.rq_job_id,
+        run_id,
+        job_id=f"firetime-run-{run_id}",
         job_timeout=job_type.timeout,
         result_ttl=600,
         failure_ttl=7 * 86400,
-        description=f"{run.job.name} (run {run.id})",
+        description=f"{job_name} (run {run_id})",
+        pipeline=pipeline,
     )
 
 

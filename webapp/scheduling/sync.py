@@ -8,12 +8,14 @@ from zoneinfo import ZoneInfo
 from flask import current_app
 from rq.job import Job as RQJob
 from rq_scheduler import Scheduler
+from rq_scheduler.utils import to_unix
+from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from webapp.execution.isolation import each
 from webapp.extensions import db, redis_client
 from webapp.jobtypes import registry
-from webapp.models import Job
+from webapp.models import Job, JobState
 from webapp.models.types import utcnow
 from webapp.scheduling.plans import Plan, parse_plan
 
@@ -58,51 +60,87 @@ def occurrence_id(job_id: int) -> str:
 
 
 def place(job: Job, conn=None):
-    """Make rq-scheduler hold exactly the job's next occurrence (or nothing)."""
-    sched = scheduler(conn)
-    if job.schedulable and job.next_fire_at is not None:
-        sched.enqueue_at(job.next_fire_at, FIRE, job.id, job.next_fire_at.isoformat(),
-                         job_id=occurrence_id(job.id), queue_name=OCCURRENCE_QUEUE,
-                         job_description=f"next occurrence of {job.name}")
+    """Make rq-scheduler hold exactly the job's next occurrence (or nothing): one round trip."""
+    conn = conn or redis_client.conn
+    at = job.next_fire_at if job.schedulable else None
+    with conn.pipeline(transaction=False) as pipe:
+        occurrence_entry(pipe, job.id, job.name, at)
+        pipe.execute()
+
+
+def occurrence_entry(pipe, job_id: int, name: str, at: datetime | None):
+    """Queue on pipe the writes that make rq-scheduler hold the job's occurrence at `at`, or none."""
+    sched = scheduler()
+    if at is None:
+        pipe.zrem(sched.scheduled_jobs_key, occurrence_id(job_id))
     else:
-        sched.cancel(occurrence_id(job.id))
+        _stage(pipe, sched, job_id, name, at)
+
+
+def _stage(pipe, sched, job_id: int, name: str, at: datetime):
+    """Queue on pipe what rq-scheduler's enqueue_at writes: the occurrence's job hash and its
+    entry in the sorted set (times rounded down to the second, as rq-scheduler reads them)."""
+    rq_job = sched._create_job(FIRE, args=(job_id, at.isoformat()), id=occurrence_id(job_id),
+                               queue_name=OCCURRENCE_QUEUE, description=f"next occurrence of {name}",
+                               commit=False)
+    rq_job.save(pipeline=pipe)
+    pipe.zadd(sched.scheduled_jobs_key, {rq_job.id: to_unix(at)})
+
+
+BATCH = 500  # entries a pipeline: one round trip each, never one per job
+
+
+def _batches(items: list) -> list[list]:
+    return [items[i:i + BATCH] for i in range(0, len(items), BATCH)]
+
+
+def _fix_next_fire_times(now: datetime):
+    """Jobs whose stored next fire time disagrees with their state: schedulable without one
+    (new, restored, or a fire that could not compute it), or not schedulable with one. Few,
+    normally; jobs without a plan are left out, they never get a fire time."""
+    kind = Job.plan["kind"].as_string()
+    needing = db.session.scalars(Job.live().where(or_(
+        and_(Job.state == JobState.ACTIVE, Job.next_fire_at.is_(None), or_(kind.is_(None), kind != "disabled")),
+        and_(Job.state != JobState.ACTIVE, Job.next_fire_at.isnot(None))))).all()
+
+    def fix(job):
+        job.next_fire_at = first_fire(job, now) if job.schedulable else None
+
+    each(needing, fix, "computing the next occurrence", rollback=False)
+    db.session.commit()
 
 
 def resync(now: datetime | None = None) -> dict:
     """Make rq-scheduler hold exactly each schedulable job's next occurrence, as the database
-    says. Idempotent, and cheap when nothing changed: only missing or wrong entries are written."""
+    says. Idempotent, and cheap when nothing changed: one read of (id, name, time) per job,
+    one pipeline of EXISTS per batch, and only missing or wrong entries are written, in
+    pipelined batches."""
     now = now or utcnow()
     conn = redis_client.conn
     sched = scheduler(conn)
-    held = {member.decode(): score
-            for member, score in conn.zrange(sched.scheduled_jobs_key, 0, -1, withscores=True)}
-    wanted = {}
-
-    def want(job):
-        if not job.schedulable:
-            job.next_fire_at = None
-        elif job.next_fire_at is None:
-            job.next_fire_at = first_fire(job, now)
-        if job.next_fire_at is not None:
-            wanted[occurrence_id(job.id)] = (job, job.next_fire_at)  # the time as read, before commit
-
-    each(db.session.scalars(Job.live()).all(), want, "computing the next occurrence", rollback=False)
+    key = sched.scheduled_jobs_key
+    _fix_next_fire_times(now)
+    rows = db.session.execute(select(Job.id, Job.name, Job.next_fire_at).where(
+        Job.deleted_at.is_(None), Job.state == JobState.ACTIVE, Job.next_fire_at.isnot(None))).all()
     db.session.commit()
-    with conn.pipeline(transaction=False) as pipe:
-        for member in wanted:
-            pipe.exists(RQJob.key_for(member))
-        hashes_present = dict(zip(wanted, pipe.execute(), strict=True))
+    held = {member.decode(): score for member, score in conn.zrange(key, 0, -1, withscores=True)}
+    wanted = {occurrence_id(row.id): row for row in rows}
 
-    def place_if_wrong(member):
-        job, at = wanted[member]
-        if held.get(member) == at.timestamp() and hashes_present[member]:
-            return False
-        place(job, conn)
-        return True
+    def place_batch(batch) -> int:
+        with conn.pipeline(transaction=False) as pipe:
+            for member in batch:
+                pipe.exists(RQJob.key_for(member))
+            present = pipe.execute()
+            wrong = [wanted[m] for m, there in zip(batch, present, strict=True)
+                     if not there or held.get(m) != to_unix(wanted[m].next_fire_at)]
+            for row in wrong:
+                _stage(pipe, sched, row.id, row.name, row.next_fire_at)
+            pipe.execute()
+        return len(wrong)
 
-    placed = each(list(wanted), place_if_wrong, "placing an occurrence")
+    placed = each(_batches(list(wanted)), place_batch, "placing occurrences", rollback=False)
     stray = [member for member in held if member.startswith(OCCURRENCE_PREFIX) and member not in wanted]
-    each(stray, sched.cancel, "removing a stray occurrence")
+    each(_batches(stray), lambda batch: conn.zrem(key, *batch), "removing stray occurrences", rollback=False)
     if placed or stray:
         log.info("resync placed=%s removed=%s kept=%s", placed, len(stray), len(wanted) - placed)
     return {"placed": placed, "removed": len(stray), "kept": len(wanted) - placed}
