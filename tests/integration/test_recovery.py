@@ -118,3 +118,59 @@ def test_runs_lost_from_redis_are_handed_to_rq_again(ctx, start_process):
     assert Reaper().run_once()["requeued"] == 1
     start_process()
     assert final(run.id).status == RunStatus.SUCCEEDED
+
+
+def test_housekeeping_locks_only_jobs_whose_waiting_run_is_stalled(ctx):
+    from webapp.execution.recovery import Reaper
+    from webapp.models import Job
+    from webapp.models.types import utcnow
+
+    busy, stalled = make_job(), make_job()
+    now = utcnow()
+    db.session.add_all([
+        Run(job_id=busy.id, trigger="hand", status=RunStatus.IN_PROGRESS, started_at=now, enqueued_at=now),
+        Run(job_id=busy.id, trigger="hand"),  # waits behind it, as it should
+        Run(job_id=stalled.id, trigger="hand"),  # waits behind nothing: a release was lost
+    ])
+    db.session.commit()
+    seq_before = {job.id: job.dispatch_seq for job in (busy, stalled)}
+    assert Reaper()._release_stalled(now) == 1
+    db.session.expire_all()
+    assert db.session.get(Job, busy.id).dispatch_seq == seq_before[busy.id]  # never locked
+    assert db.session.get(Job, stalled.id).dispatch_seq > seq_before[stalled.id]
+    waiting = db.session.scalars(select(Run).where(Run.enqueued_at.is_(None))).all()
+    assert [run.job_id for run in waiting] == [busy.id]
+    released = db.session.scalar(select(Run).where(Run.job_id == stalled.id))
+    assert RQJob.exists(released.rq_job_id, connection=redis_client.conn)
+
+
+def test_every_housekeeping_query_on_runs_uses_an_index(ctx):
+    """With a million finished runs, a pass must not read them all: no statement of a reaper
+    pass or a resync scans the runs table (SQLite's plan; PostgreSQL plans small tables apart)."""
+    import pytest
+    from sqlalchemy import event
+
+    from webapp.execution.recovery import Reaper
+    from webapp.scheduling import sync
+
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("reads SQLite's query plans")
+    make_job(plan={"kind": "cron", "expression": "0 * * * *"})
+    statements = []
+
+    def remember(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT") and "runs" in statement:
+            statements.append((statement, parameters))
+
+    event.listen(db.engine, "before_cursor_execute", remember)
+    try:
+        Reaper().run_once()
+        sync.resync()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", remember)
+    assert statements
+    for statement, parameters in statements:
+        plan = db.session.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()
+        details = [row[-1] for row in plan]
+        full_scans = [d for d in details if d.startswith("SCAN") and " runs" in d and "INDEX" not in d]
+        assert not full_scans, (statement, details)

@@ -11,7 +11,8 @@ from rq.command import send_command
 from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
 from rq.job import JobStatus
-from sqlalchemy import select
+from sqlalchemy import and_, exists, or_, select
+from sqlalchemy.orm import aliased
 
 from webapp.execution import livelog, notify
 from webapp.execution.dispatch import enqueue, grace_expired, release_next
@@ -117,8 +118,14 @@ class Reaper:
 
     def _release_stalled(self, now) -> int:
         """Jobs with waiting runs and nothing active: a release was lost (a crash between two
-        steps); start the next one now."""
-        waiting_jobs = db.session.scalars(select(Run.job_id).where(
-            Run.status == RunStatus.QUEUED, Run.enqueued_at.is_(None)).distinct()).all()
+        steps); start the next one now. Only those are locked: a run waiting behind an active
+        one is normal, and is found and left alone in the same query (two seeks per job on
+        ix_runs_status_job, whatever the history)."""
+        active = aliased(Run)
+        stalled = db.session.scalars(select(Run.job_id).where(
+            Run.status == RunStatus.QUEUED, Run.enqueued_at.is_(None),
+            ~exists().where(active.job_id == Run.job_id, or_(
+                active.status == RunStatus.IN_PROGRESS,
+                and_(active.status == RunStatus.QUEUED, active.enqueued_at.isnot(None))))).distinct()).all()
         db.session.commit()
-        return each(waiting_jobs, lambda job_id: release_next(job_id) is not None, "releasing a stalled job")
+        return each(stalled, lambda job_id: release_next(job_id) is not None, "releasing a stalled job")
