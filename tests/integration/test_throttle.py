@@ -75,6 +75,30 @@ def test_forty_quick_guesses_lock_the_account_and_even_the_right_password_then_w
     assert signed_in(post_login(app.test_client(), new_user(app), "pw"))
 
 
+def test_guesses_sent_at_the_same_moment_cannot_slip_under_the_limit(app):
+    from concurrent.futures import ThreadPoolExecutor
+
+    name = new_user(app)
+    clients = [app.test_client() for _ in range(20)]
+    tokens = [csrf_from(c.get("/login")) for c in clients]
+
+    def guess(i):
+        return clients[i].post("/login", data={"username": name, "password": f"guess-{i}",
+                                               "csrf_token": tokens[i]}).status_code
+
+    with ThreadPoolExecutor(20) as pool:
+        codes = list(pool.map(guess, range(20)))
+    assert codes.count(400) == 5, codes  # five passwords checked, however the guesses interleave
+    assert codes.count(429) == 15, codes
+
+
+def test_usernames_differing_in_case_or_spaces_share_one_account_lock(app, client):
+    name = new_user(app)
+    for variant in (name, name.upper(), f"  {name} ", name.title(), f"{name}\t"):
+        assert password_error(post_login(client, variant, "wrong")) == WRONG
+    assert_locked(post_login(client, name, "pw"), ACCOUNT_LOCKED, 5 * 60)
+
+
 def test_the_account_lock_is_the_same_for_unknown_user_names(app, client):
     for _ in range(5):
         assert password_error(post_login(client, "nobody-here", "x")) == WRONG

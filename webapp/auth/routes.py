@@ -25,7 +25,8 @@ def _safe_next(target: str | None) -> str:
     # An open redirect would let a link take a signed-in admin anywhere; a control character
     # (CR/LF) would end up in the Location header.
     if (target and target.startswith("/") and not target.startswith("//") and "\\" not in target
-            and not _CONTROL.search(target) and not urlsplit(target).netloc):
+            and not _CONTROL.search(target) and not urlsplit(target).netloc
+            and urlsplit(target).path != url_for("auth.logout")):  # a POST-only page: a GET is a 405
         return iri_to_uri(target)  # spaces and non-ASCII letters written as a URL
     return url_for("jobs.list")
 
@@ -39,17 +40,17 @@ def login():
     if not form.validate_on_submit():
         return _form_page(form)
     username = form.username.data.strip()
-    lock = throttle.sign_in_lock(username)
+    lock = throttle.sign_in_attempt(username)
     if lock is not None:
         message, seconds = lock
         form.password.errors.append(message)
         return _form_page(form, 429, {"Retry-After": str(seconds)})
     user = authenticate(username, form.password.data)
     if user is None:
-        throttle.sign_in_failed(username)
         _record_failure(username)
         form.password.errors.append(WRONG)
         return _form_page(form)
+    throttle.sign_in_succeeded(username)
     sessions.sign_in(user)
     user.last_login_at = utcnow()
     record("login", "user", user, actor=user, object_name=user.username)

@@ -1,7 +1,9 @@
 """Throttling of guesses: failed sign-ins per account and per address, bad API tokens per address.
 
-Only failures are counted, and a caller over a limit is refused before its password or token is
-checked, so guessing stops while a right sign-in is never slowed. The limits are short (minutes),
+Every attempt is counted before its password is checked (atomically, so a burst of concurrent
+guesses cannot slip under the limit) and a right one is given back, so only failures stay
+counted; a caller over a limit is refused before its password or token is checked, so guessing
+stops while a right sign-in is never slowed. The limits are short (minutes),
 so that an attacker cannot lock an administrator out for long.
 
 The counts live in Flask-Limiter's storage, the Redis of the app. Redis is a cache that can
@@ -33,14 +35,19 @@ class FailureCounter:
     def wait_seconds(self, limit: str, *key: str) -> int:
         """0 while the key is under the limit, else the seconds until it may try again."""
         item = parse(limit)
+        return self._with_storage(lambda strategy: 0 if strategy.test(item, *key) else _reset_in(strategy, item, key))
 
-        def check(strategy):
-            if strategy.test(item, *key):
-                return 0
-            reset_at, _ = strategy.get_window_stats(item, *key)
-            return max(1, math.ceil(reset_at - time.time()))
+    def take(self, limit: str, *key: str) -> int:
+        """Count one attempt now, then say as wait_seconds does whether it was within the limit.
+        Counting first is one atomic increment, so attempts sent at the same moment cannot all
+        pass a check made before any of them was counted."""
+        item = parse(limit)
+        return self._with_storage(lambda strategy: 0 if strategy.hit(item, *key) else _reset_in(strategy, item, key))
 
-        return self._with_storage(check)
+    def give_back(self, limit: str, *key: str) -> None:
+        """Undo one counted attempt (a sign-in that turned out right is not a failure)."""
+        item = parse(limit)
+        self._with_storage(lambda strategy: strategy.hit(item, *key, cost=-1))
 
     def count(self, limit: str, *key: str) -> None:
         item = parse(limit)
@@ -61,6 +68,11 @@ class FailureCounter:
         return operation(self._memory)
 
 
+def _reset_in(strategy, item, key) -> int:
+    reset_at, _ = strategy.get_window_stats(item, *key)
+    return max(1, math.ceil(reset_at - time.time()))
+
+
 def _counter() -> FailureCounter:
     return current_app.extensions["failure_counter"]
 
@@ -79,22 +91,27 @@ def _in_minutes(seconds: int) -> str:
     return f"{minutes} minute" if minutes == 1 else f"{minutes} minutes"
 
 
-def sign_in_lock(username: str) -> tuple[str, int] | None:
-    """(message, seconds to wait) when this account or this address may not try to sign in now."""
+def _sign_in_limits(username: str):
     config = current_app.config
-    for limit, key, whose in ((config["LOGIN_FAILURES_PER_ACCOUNT"], _account(username), "for this account"),
-                              (config["LOGIN_FAILURES_PER_ADDRESS"], _address("sign-in-address"),
-                               "from your address")):
-        seconds = _counter().wait_seconds(limit, *key)
+    return ((config["LOGIN_FAILURES_PER_ACCOUNT"], _account(username), "for this account"),
+            (config["LOGIN_FAILURES_PER_ADDRESS"], _address("sign-in-address"), "from your address"))
+
+
+def sign_in_attempt(username: str) -> tuple[str, int] | None:
+    """Count a sign-in attempt against the account and the address before its password is
+    checked; (message, seconds to wait) when either is over its limit, and the password must
+    then not be checked at all."""
+    for limit, key, whose in _sign_in_limits(username):
+        seconds = _counter().take(limit, *key)
         if seconds:
             return f"Too many failed sign-ins {whose}; try again in {_in_minutes(seconds)}.", seconds
     return None
 
 
-def sign_in_failed(username: str) -> None:
-    config = current_app.config
-    _counter().count(config["LOGIN_FAILURES_PER_ACCOUNT"], *_account(username))
-    _counter().count(config["LOGIN_FAILURES_PER_ADDRESS"], *_address("sign-in-address"))
+def sign_in_succeeded(username: str) -> None:
+    """The attempt was right: it does not count as a failure."""
+    for limit, key, _ in _sign_in_limits(username):
+        _counter().give_back(limit, *key)
 
 
 def api_token_lock() -> int:
