@@ -2,7 +2,7 @@
 on a Redis of their own unless REDIS_URL names one.
 
 A process that exits is started again; one that keeps failing stops everything, with a
-message saying which one and why (and its last lines). Ctrl-C, or SIGTERM to this process,
+message saying which one and why (and its last lines). Ctrl-C, or SIGTERM or SIGHUP to this process,
 stops them all, and the private Redis."""
 import collections
 import os
@@ -60,7 +60,10 @@ class PrivateRedis:
                                "macOS: brew install redis)")
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.workdir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--dir", self.workdir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            # Its own session: the terminal's Ctrl-C must not stop Redis before the processes
+            # that use it have stopped (it is stopped last, on purpose).
+            start_new_session=True)
         for _ in range(100):
             if answers(self.url):
                 return self
@@ -204,7 +207,10 @@ class Supervisor:
 
 def main():
     # SIGTERM stops everything the way Ctrl-C does (KeyboardInterrupt), whatever the step.
+    # So does SIGHUP (the terminal closed): otherwise the children, in sessions of their own,
+    # would run on and hold the web port.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGHUP, signal.default_int_handler)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     instance = os.environ.get("FIRETIME_INSTANCE_DIR", os.path.join(root, "instance"))
     private = None
