@@ -47,6 +47,8 @@ keepalive = 5
 
 # The app is loaded in each worker after it has monkey-patched, never in the master.
 preload_app = False
+# No max_requests: a worker's memory stays flat with hundreds of streams open (bench/viewers.py),
+# and every planned restart would cut the live logs it serves.
 
 # The heartbeat file lives in memory where there is a tmpfs: a slow disk must not make the
 # master think a worker hung.
