@@ -44,6 +44,8 @@ class Config:
         self.REAP_SECONDS = env_int("FIRETIME_REAP_SECONDS", 5)
         self.LIVELOG_TTL = env_int("FIRETIME_LIVELOG_TTL", 3600)
         self.LOG_MAX_LINES = env_int("FIRETIME_LOG_MAX_LINES", 100_000)
+        # A longer log line keeps this many characters and a note of its length.
+        self.LOG_MAX_LINE_CHARS = env_int("FIRETIME_LOG_MAX_LINE_CHARS", 10_000)
         # Run report emails (flask-mailman), sent from the "mail" queue by the workers.
         # Links in the emails start with BASE_URL: the address people reach the console at.
         self.BASE_URL = env("FIRETIME_BASE_URL", "http://127.0.0.1:5000").rstrip("/")

@@ -24,3 +24,21 @@ def warns(ctx):
 
 register(JobType(key="tests.stubborn", label="Stubborn sleeper", run=stubborn, params=SleepParams))
 register(JobType(key="tests.warns", label="Warns once", run=warns))
+
+
+def long_line(ctx):
+    """One line of a megabyte, as a job dumping a whole record would."""
+    ctx.info("x" * 1_000_000)
+    ctx.info("After the long line.")
+
+
+def progress_per_row(ctx):
+    """Reports progress for each of 100,000 rows, as a job reading a file row by row would."""
+    rows = 100_000
+    for row in range(1, rows + 1):
+        ctx.progress(100 * row // rows, f"row {row} of {rows}")
+    ctx.info("All rows read.")
+
+
+register(JobType(key="tests.long_line", label="Logs a long line", run=long_line))
+register(JobType(key="tests.progress_per_row", label="Progress per row", run=progress_per_row))

@@ -41,6 +41,7 @@ class RunContext:
     args: list = field(default_factory=list)
     run_as: str | None = None
     max_lines: int = 100_000
+    max_line_chars: int = 10_000
     lines: list = field(default_factory=list)
     files: list = field(default_factory=list)
     stats: dict = field(default_factory=dict)
@@ -57,7 +58,7 @@ class RunContext:
     def log(self, message, level="info"):
         if level not in LEVELS:
             raise ValueError(f"unknown log level {level!r}")
-        message = str(message)
+        message = self._cut(str(message))
         if level == "warning":
             self.warning_count += 1
         elif level == "error":
@@ -71,6 +72,13 @@ class RunContext:
         self.lines.append({"seq": seq, "at": at, "level": level, "message": message})
         if self.live:
             self.live.line_added()
+
+    def _cut(self, text: str) -> str:
+        """A line longer than max_line_chars keeps its start and says how long it was: the same
+        in memory, the outcome file, Redis and the database."""
+        if len(text) <= self.max_line_chars:
+            return text
+        return f"{text[:self.max_line_chars]} … [line cut: {len(text)} characters in all]"
 
     def debug(self, message):
         self.log(message, "debug")
@@ -88,9 +96,10 @@ class RunContext:
     # -- progress and statistics ---------------------------------------------------------
     def progress(self, percent, message=""):
         percent = max(0, min(100, int(percent)))
+        message = self._cut(str(message))
         if percent == self.percent and message == self.progress_message:
             return
-        self.percent, self.progress_message = percent, str(message)
+        self.percent, self.progress_message = percent, message
         if self.live:
             self.live.set_progress(percent, self.progress_message)
 

@@ -1,6 +1,11 @@
 """The live side of a run in Redis: a stream of log lines and progress, a progress hash,
 the work horse's heartbeat, the worker's watch over its horse and the cancel flag. The
-database keeps the durable copy: any call here may fail, and callers carry on without it."""
+database keeps the durable copy: any call here may fail, and callers carry on without it.
+
+Everything here is bounded: the stream is trimmed (XADD MAXLEN ~) to the lines a run may keep
+plus some room for progress and status entries, and the stream and progress hash get an expiry
+whenever they are written (renewed by the heartbeat while the run lives), so a run whose end
+was never marked (its worker died with Redis away) leaves nothing behind for ever."""
 import logging
 import threading
 import time
@@ -17,23 +22,36 @@ def _decode(fields: dict) -> dict:
     return {k.decode(): v.decode() for k, v in fields.items()}
 
 
-def add_line(conn, run_id, seq, at, level, message):
+# Stream entries beyond a run's line limit: room for its progress, status and end entries.
+STATUS_ROOM = 1000
+
+
+def add_line(conn, run_id, seq, at, level, message, maxlen=None):
     conn.xadd(STREAM.format(run_id), {"t": "line", "seq": seq, "at": at.isoformat(),
-                                      "level": level, "msg": message})
+                                      "level": level, "msg": message}, maxlen=maxlen, approximate=True)
 
 
-def set_progress(conn, run_id, percent, message):
+def set_progress(conn, run_id, percent, message, maxlen=None):
     conn.hset(STATE.format(run_id), mapping={"progress": percent, "message": message})
-    conn.xadd(STREAM.format(run_id), {"t": "progress", "p": percent, "msg": message})
+    conn.xadd(STREAM.format(run_id), {"t": "progress", "p": percent, "msg": message}, maxlen=maxlen,
+              approximate=True)
 
 
-def mark_started(conn, run_id, worker, alive_ttl):
+def keep(conn, run_id, ttl):
+    """Let the stream and the progress hash live `ttl` seconds from now (renewed while the run
+    lives; mark_end sets the last expiry)."""
+    for key in (STREAM, STATE):
+        conn.expire(key.format(run_id), ttl)
+
+
+def mark_started(conn, run_id, worker, alive_ttl, ttl=3600):
     """The run left the queue: its first heartbeat, and live readers refresh its status."""
     with conn.pipeline(transaction=False) as pipe:
         pipe.set(ALIVE.format(run_id), 1, ex=alive_ttl)
         pipe.set(WATCHED.format(run_id), worker, ex=alive_ttl)
         pipe.hset(STATE.format(run_id), mapping={"progress": 0, "message": "started", "status": "in_progress"})
         pipe.xadd(STREAM.format(run_id), {"t": "status", "status": "in_progress", "worker": worker})
+        keep(pipe, run_id, ttl)
         pipe.execute()
 
 
@@ -105,16 +123,22 @@ class Publisher:
     """The live side of one run, kept by a thread of its work horse: it sends new log lines
     and progress, renews the heartbeat and reads the cancel flag. Job code only touches
     memory, so Redis being slow or away never blocks it nor raises into it. Lines that could
-    not be sent go out once Redis answers again (the database gets every line at the end)."""
+    not be sent go out once Redis answers again (the database gets every line at the end).
+    Progress goes out at most every PROGRESS_EVERY seconds, its latest value always: a job
+    may report it for every row it reads."""
 
     RETRY_SECONDS = 1.0
     BATCH = 1000  # lines a pipeline at most (after an outage, many may wait)
+    PROGRESS_EVERY = 0.25
 
-    def __init__(self, conn, run_id, lines: list, heartbeat_every: float, alive_ttl: int):
+    def __init__(self, conn, run_id, lines: list, heartbeat_every: float, alive_ttl: int, ttl: int = 3600,
+                 max_lines: int = 100_000):
         self.conn, self.run_id, self.lines = conn, run_id, lines
-        self.heartbeat_every, self.alive_ttl = heartbeat_every, alive_ttl
+        self.heartbeat_every, self.alive_ttl, self.ttl = heartbeat_every, alive_ttl, ttl
+        self.maxlen = max_lines + STATUS_ROOM
         self.sent = 0  # how many of `lines` are in the stream
         self.progress = None  # (percent, message) not sent yet
+        self._progress_sent_at = float("-inf")
         self.cancel_seen = False
         self._check_cancel = False
         self._closing = False
@@ -132,7 +156,8 @@ class Publisher:
 
     def set_progress(self, percent, message):
         self.progress = (percent, message)
-        self._wake.set()
+        if time.monotonic() >= self._progress_sent_at + self.PROGRESS_EVERY:
+            self._wake.set()  # otherwise the thread wakes for it when its time comes
 
     def ask_cancelled(self):
         """Have the thread read the cancel flag; `cancel_seen` shows its answer."""
@@ -146,15 +171,23 @@ class Publisher:
         self._wake.set()
         self._thread.join(timeout)
 
+    def _next_wake(self, next_beat) -> float:
+        if self.progress is not None:
+            return min(next_beat, self._progress_sent_at + self.PROGRESS_EVERY)
+        return next_beat
+
     def _loop(self):
         next_beat = time.monotonic() + self.heartbeat_every  # mark_started gave the first one
         while True:
-            self._wake.wait(max(0.0, next_beat - time.monotonic()))
+            self._wake.wait(max(0.0, self._next_wake(next_beat) - time.monotonic()))
             self._wake.clear()
             try:
                 if time.monotonic() >= next_beat and not self._closing:
                     next_beat = time.monotonic() + self.heartbeat_every
-                    heartbeat(self.conn, self.run_id, self.alive_ttl)
+                    with self.conn.pipeline(transaction=False) as pipe:
+                        heartbeat(pipe, self.run_id, self.alive_ttl)
+                        keep(pipe, self.run_id, self.ttl)
+                        pipe.execute()
                     self._check_cancel = True
                 self._send()
             except Exception as exc:  # Redis away, mostly; whatever it is, the heartbeat must go on
@@ -166,16 +199,20 @@ class Publisher:
             if self._failing:
                 log.info("live log reaches Redis again run=%s", self.run_id)
                 self._failing = False
-            if self._closing:
+            if self._closing and self.sent >= len(self.lines):
                 return
 
     def _send(self):
-        end, progress, check_cancel = min(len(self.lines), self.sent + self.BATCH), self.progress, self._check_cancel
+        end, check_cancel = min(len(self.lines), self.sent + self.BATCH), self._check_cancel
+        now = time.monotonic()
+        progress = self.progress if self._closing or now >= self._progress_sent_at + self.PROGRESS_EVERY else None
         with self.conn.pipeline(transaction=False) as pipe:
             for line in self.lines[self.sent:end]:
-                add_line(pipe, self.run_id, line["seq"], line["at"], line["level"], line["message"])
+                add_line(pipe, self.run_id, line["seq"], line["at"], line["level"], line["message"], self.maxlen)
             if progress is not None:
-                set_progress(pipe, self.run_id, *progress)
+                set_progress(pipe, self.run_id, *progress, maxlen=self.maxlen)
+            if len(pipe):
+                keep(pipe, self.run_id, self.ttl)
             if check_cancel:
                 pipe.exists(CANCEL.format(self.run_id))
             if not len(pipe):
@@ -189,8 +226,10 @@ class Publisher:
         self.sent = end
         if end < len(self.lines):
             self._wake.set()  # the next batch
-        if self.progress is progress:
-            self.progress = None
+        if progress is not None:
+            self._progress_sent_at = now
+            if self.progress is progress:
+                self.progress = None
         if check_cancel:
             self._check_cancel = False
             self.cancel_seen = self.cancel_seen or results[-1] == 1

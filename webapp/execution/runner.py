@@ -68,9 +68,11 @@ def execute(run_id: int):
         log.info("run not claimed (cancelled or already taken) run=%s", run_id)
         return
     ctx = RunContext(run_id=run_id, job_id=claimed.job_id, live=None, files_dir=config["FILES_DIR"],
-                     args=claimed.args.split(), max_lines=config["LOG_MAX_LINES"], run_as=claimed.run_as)
+                     args=claimed.args.split(), max_lines=config["LOG_MAX_LINES"],
+                     max_line_chars=config["LOG_MAX_LINE_CHARS"], run_as=claimed.run_as)
     ctx.live = livelog.Publisher(redis_client.conn, run_id, ctx.lines, config["HEARTBEAT_SECONDS"],
-                                 config["RUN_DEAD_AFTER"]).start()
+                                 config["RUN_DEAD_AFTER"], ttl=config["LIVELOG_TTL"],
+                                 max_lines=config["LOG_MAX_LINES"]).start()
     try:
         status, message = _call_job_type(ctx, claimed)
     finally:
@@ -156,7 +158,8 @@ def claim(run_id: int, worker: str) -> Claimed | None:
                       job.run_as.username if job.run_as else None, job.report_enabled)
     db.session.commit()
     try:
-        livelog.mark_started(redis_client.conn, run_id, worker, current_app.config["RUN_DEAD_AFTER"])
+        livelog.mark_started(redis_client.conn, run_id, worker, current_app.config["RUN_DEAD_AFTER"],
+                             current_app.config["LIVELOG_TTL"])
     except RedisError as exc:  # the claim stands: the run goes on, and its live side follows
         log.warning("could not mark run=%s started in Redis (%s); running it anyway", run_id, exc)
     return claimed
