@@ -66,3 +66,31 @@ def test_arguments_override_parameters_and_bad_ones_are_refused(ctx, worker):
     assert db.session.scalar(select(Run).where(Run.job_id == job.id)) is None
     run = final(dispatch.request_run(job, args="fail_at_end=yes").id)
     assert run.status == RunStatus.FAILED and run.args == "fail_at_end=yes"
+
+
+def test_run_selected_queues_one_run_per_job_and_all_finish(ctx, worker):
+    from webapp.models import AuditEvent, Job
+
+    user = make_user()
+    jobs = [make_job() for _ in range(50)]
+    busy = make_job(params={"duration": 60, "lines_per_second": 1})
+    active = dispatch.request_run(busy)
+    removed = make_job()
+    removed.state = "removed"
+    gone_type = make_job(job_type="tests.uninstalled")
+    db.session.commit()
+    run_ids, refused = dispatch.request_runs(jobs + [busy, removed, gone_type], user=user)
+    assert len(run_ids) == 51
+    assert len(refused) == 2 and any("is removed" in r for r in refused) and any("cannot run" in r for r in refused)
+    waiting = db.session.get(Run, run_ids[-1])
+    assert waiting.job_id == busy.id and waiting.enqueued_at is None  # behind the active run
+    busy.params = {"duration": 0, "lines_per_second": 0}  # what its waiting run will do
+    db.session.commit()
+    dispatch.cancel_run(db.session.get(Run, active.id))
+    runs = [final(run_id, timeout=120) for run_id in run_ids]
+    assert {run.job_id for run in runs} == {job.id for job in jobs + [busy]}
+    assert all(run.status == RunStatus.SUCCEEDED and run.requested_by_id == user.id for run in runs)
+    audited = db.session.scalars(select(AuditEvent.object_id).where(AuditEvent.action == "run_now",
+                                                                   AuditEvent.actor_id == user.id)).all()
+    assert sorted(audited) == sorted(job.id for job in jobs + [busy])
+    assert db.session.get(Job, removed.id).state == "removed"
