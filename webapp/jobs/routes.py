@@ -77,12 +77,7 @@ def run_selected():
     """Run now every job ticked on the list."""
     ids = {editing.parse_id(i) for i in request.form.getlist("job_id")} - {None}
     jobs = db.session.scalars(jobs_query(current_user).where(Job.id.in_(ids))).all() if ids else []
-    started, refused = [], []
-    for job in jobs:
-        try:
-            started.append(dispatch.request_run(job, trigger=Trigger.HAND, user=current_user).id)
-        except (dispatch.NotRunnable, registry.InvalidArguments) as exc:
-            refused.append(f"{job.name}: {exc}")
+    started, refused = dispatch.request_runs(jobs, trigger=Trigger.HAND, user=current_user)
     if not jobs:
         flash("Tick at least one job to run.", "error")
     if started:
