@@ -16,7 +16,7 @@ from tests.conftest import free_port, wait_for
 from tests.factories import make_job, make_user
 from tests.integration.test_engine import final
 from webapp.execution import dispatch, notify
-from webapp.execution.runner import finish_run
+from webapp.execution.lifecycle import finish_run
 from webapp.extensions import db
 from webapp.models import EmailDelivery, Run, RunFile, RunStatus, Trigger
 from webapp.models.notifications import DeliveryStatus

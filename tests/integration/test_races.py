@@ -6,7 +6,7 @@ from sqlalchemy import create_engine, func, select, text
 from tests.conftest import wait_for
 from tests.factories import make_job, make_user
 from tests.integration.test_engine import final
-from webapp.execution import dispatch, runner
+from webapp.execution import dispatch, lifecycle
 from webapp.execution.recovery import Reaper
 from webapp.execution.worker import FiretimeWorker
 from webapp.extensions import db, redis_client
@@ -86,7 +86,7 @@ def test_a_plan_saved_during_a_scheduler_pass_keeps_its_new_occurrence(ctx, app)
 def test_a_database_error_while_the_worker_claims_does_not_lose_the_run(ctx, monkeypatch):
     job = make_job(params={"duration": 0, "lines_per_second": 0})
     run_id = dispatch.request_run(job).id
-    real_claim = runner.claim
+    real_claim = lifecycle.claim
     calls = []
 
     def claim_failing_once(*args, **kwargs):
@@ -97,7 +97,7 @@ def test_a_database_error_while_the_worker_claims_does_not_lose_the_run(ctx, mon
             raise OperationalError("UPDATE runs", {}, Exception("server closed the connection unexpectedly"))
         return real_claim(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "claim", claim_failing_once)
+    monkeypatch.setattr(lifecycle, "claim", claim_failing_once)
     FiretimeWorker(queue_names(), connection=redis_client.conn).work(burst=True)
     monkeypatch.undo()
     run = db.session.get(Run, run_id, populate_existing=True)

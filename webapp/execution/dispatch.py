@@ -1,24 +1,23 @@
-"""From an occurrence or a request to a Run row and an RQ job, under the overlap rule:
-a job never has two runs in progress; a run asked for by hand waits behind the active one;
-a planned fire that finds one active is recorded as skipped."""
+"""Creating runs, from an occurrence or a request, under the overlap rule: a job never has two
+runs in progress; a run asked for by hand waits behind the active one; a planned fire that finds
+one active is recorded as skipped. What happens to a run after that is the lifecycle's."""
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from flask import current_app
 from redis.exceptions import RedisError
-from rq import Queue
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
+from webapp.execution.lifecycle import cancel_run  # noqa: F401  (the lifecycle's; the web's views look here)
+from webapp.execution.lifecycle import enqueue, enqueue_many, stage_enqueue
 from webapp.extensions import db, redis_client
 from webapp.jobtypes import registry
 from webapp.models import Job, JobState, Run, RunStatus, Trigger
-from webapp.models.runs import ACTIVE_STATUSES
 from webapp.models.audit import record
+from webapp.models.runs import ACTIVE_STATUSES
 from webapp.models.types import utcnow
 
 log = logging.getLogger(__name__)
-RUNNER = "webapp.execution.runner.execute"
 
 
 class NotRunnable(Exception):
@@ -95,7 +94,7 @@ def request_runs(jobs, trigger=Trigger.HAND, user=None) -> tuple[list[int], list
     run_ids = [run.id for run in runs]
     db.session.commit()
     log.info("runs requested count=%s enqueued=%s trigger=%s", len(run_ids), len(first_in_line), trigger)
-    _enqueue_many(first_in_line)
+    enqueue_many(first_in_line)
     return run_ids, refused
 
 
@@ -106,22 +105,6 @@ def _lock_in_order(job_ids: list[int]):
     db.session.execute(update(jobs).where(jobs.c.id == bindparam("lock_id"))
                        .values(dispatch_seq=jobs.c.dispatch_seq + 1, updated_at=jobs.c.updated_at),
                        [{"lock_id": job_id} for job_id in job_ids])
-
-
-def _enqueue_many(items):
-    """(run id, job name, job type) triples onto their queues in one pipeline; if Redis fails, the
-    runs stay queued in the database and housekeeping hands them over when Redis answers."""
-    by_queue = {}
-    for run_id, job_name, job_type in items:
-        by_queue.setdefault(job_type.queue, []).append(
-            Queue.prepare_data(RUNNER, (run_id,), timeout=job_type.timeout, **_rq_options(run_id, job_name)))
-    try:
-        with redis_client.conn.pipeline(transaction=False) as pipe:
-            for name, datas in by_queue.items():
-                Queue(name, connection=redis_client.conn).enqueue_many(datas, pipeline=pipe)
-            pipe.execute()
-    except RedisError as exc:
-        log.warning("could not enqueue %s runs (%s); they are handed over when Redis is back", len(items), exc)
 
 
 def fire_occurrence(job_id: int, fire_at_iso: str):
@@ -181,7 +164,7 @@ def _place_and_enqueue(job_id, name, job_type_key, next_at, run_id):
     try:
         with redis_client.conn.pipeline(transaction=False) as pipe:
             if job_type is not None:  # first: RQ starts a MULTI on the pipeline it is given
-                _enqueue_on(Queue(job_type.queue, connection=redis_client.conn), run_id, name, job_type, pipe)
+                stage_enqueue(pipe, run_id, name, job_type)
             occurrence_entry(pipe, job_id, name, next_at)
             pipe.execute()
     except RedisError as exc:
@@ -224,112 +207,3 @@ def skip_next_occurrence(job: Job, user=None) -> Run | None:
     return run
 
 
-def release_next(job_id: int):
-    """Hand the oldest waiting run of the job to RQ, if nothing of the job is active there."""
-    Job.lock(job_id)
-    waiting = pick_next(job_id)
-    db.session.commit()
-    if waiting is not None:
-        enqueue(waiting)
-    return waiting
-
-
-def pick_next(job_id: int, check_busy: bool = True) -> Run | None:
-    """Inside a transaction holding the job's lock: mark the oldest waiting run of the job as
-    handed to RQ, unless a run of the job is in progress or already handed over. The caller
-    commits, then enqueues it."""
-    if check_busy and db.session.scalar(
-        select(Run.id).where(
-            Run.job_id == job_id,
-            (Run.status == RunStatus.IN_PROGRESS)
-            | ((Run.status == RunStatus.QUEUED) & Run.enqueued_at.isnot(None)),
-        ).limit(1)
-    ) is not None:
-        return None
-    waiting = db.session.scalar(
-        select(Run).where(Run.job_id == job_id, Run.status == RunStatus.QUEUED, Run.enqueued_at.is_(None))
-        .order_by(Run.id).limit(1)
-    )
-    if waiting is not None:
-        waiting.enqueued_at = utcnow()
-    return waiting
-
-
-def enqueue(run: Run) -> bool:
-    """Put the run on its job type's RQ queue (idempotent: the RQ job id is the run's).
-
-    If Redis is away the run stays queued in the database with enqueued_at set, and the
-    scheduler's housekeeping hands it to RQ again once Redis answers: nothing is lost. A run
-    whose job type is not installed fails at once, with that reason, instead of waiting for ever."""
-    try:
-        job_type = registry.get(run.job.job_type)
-    except registry.UnknownJobType as exc:
-        from webapp.execution.runner import finish_run
-
-        log.warning("run=%s cannot start: %s", run.id, exc)
-        finish_run(run.id, RunStatus.FAILED, f"{exc} The run could not start.", only=(RunStatus.QUEUED,))
-        return False
-    queue = Queue(job_type.queue, connection=redis_client.conn)
-    try:
-        _enqueue_on(queue, run.id, run.job.name, job_type)
-        return True
-    except RedisError as exc:
-        log.warning("could not enqueue run=%s (%s); it will be handed over when Redis is back", run.id, exc)
-        return False
-
-
-def _enqueue_on(queue, run_id, job_name, job_type, pipeline=None):
-    queue.enqueue(RUNNER, run_id, pipeline=pipeline, job_timeout=job_type.timeout,
-                  **_rq_options(run_id, job_name))
-
-
-def _rq_options(run_id, job_name) -> dict:
-    return {"job_id": f"firetime-run-{run_id}", "result_ttl": 600, "failure_ttl": 7 * 86400,
-            "description": f"{job_name} (run {run_id})"}
-
-
-def cancel_run(run: Run, user=None) -> str:
-    """Cancel a waiting run at once; ask a running one to stop (killed after a grace period)."""
-    from webapp.execution.runner import finish_run
-
-    def audit():
-        record("cancel", "run", run, actor=user, object_name=run.job.name, domain_id=run.job.domain_id)
-
-    if run.status == RunStatus.QUEUED:
-        # The cancel and its audit record commit together, or neither does.
-        if finish_run(run.id, RunStatus.CANCELLED, f"Cancelled by {getattr(user, 'username', 'system')} "
-                                                   "before it started.", only=(RunStatus.QUEUED,), audit=audit):
-            _remove_from_rq(run)
-            return "cancelled"
-        db.session.refresh(run)
-    if run.status == RunStatus.IN_PROGRESS:
-        from webapp.execution import livelog
-
-        db.session.execute(update(Run).where(Run.id == run.id, Run.cancel_requested_at.is_(None))
-                           .values(cancel_requested_at=utcnow(), cancel_requested_by_id=getattr(user, "id", None)))
-        audit()
-        db.session.commit()
-        try:
-            livelog.request_cancel(redis_client.conn, run.id)
-        except RedisError:
-            log.warning("cancel of run=%s recorded; Redis away, housekeeping will pass it on", run.id)
-        return "stopping"
-    return "finished"
-
-
-def _remove_from_rq(run: Run):
-    from rq.exceptions import InvalidJobOperation, NoSuchJobError
-    from rq.job import Job as RQJob
-
-    try:
-        RQJob.fetch(run.rq_job_id, connection=redis_client.conn).cancel()
-    except (NoSuchJobError, InvalidJobOperation, RedisError):
-        # Gone, cancelled already, or Redis away: the claim in the runner refuses a cancelled
-        # run anyway.
-        pass
-
-
-def grace_expired(run: Run, now=None) -> bool:
-    now = now or utcnow()
-    grace = timedelta(seconds=current_app.config["CANCEL_GRACE_SECONDS"])
-    return run.cancel_requested_at is not None and now - run.cancel_requested_at >= grace

@@ -22,12 +22,11 @@ from flask import current_app, render_template
 from flask_mailman import BadHeaderError, EmailMultiAlternatives
 from redis.exceptions import RedisError
 from rq import Queue
-from rq.exceptions import NoSuchJobError
-from rq.job import Job as RQJob
 from rq.job import JobStatus
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from webapp.execution.rqjobs import rq_status
 from webapp.extensions import db, redis_client
 from webapp.jobtypes.registry import MAIL_QUEUE
 from webapp.models import Job, Run, RunLogLine, RunStatus
@@ -183,7 +182,7 @@ def sweep(now=None, limit: int = 200) -> int:
     for delivery_id, attempts in rows:
         job_id = rq_job_id(delivery_id, attempts)
         try:
-            if _status(job_id) in BUSY:
+            if rq_status(job_id) in BUSY:
                 continue  # waiting behind other work on the mail queue, or being sent
             from webapp.scheduling.sync import scheduler
 
@@ -196,13 +195,6 @@ def sweep(now=None, limit: int = 200) -> int:
     if queued:
         log.info("mail sweep queued=%s", queued)
     return queued
-
-
-def _status(job_id: str):
-    try:
-        return RQJob.fetch(job_id, connection=redis_client.conn).get_status(refresh=False)
-    except NoSuchJobError:
-        return None
 
 
 # --- sending ----------------------------------------------------------------------------

@@ -8,16 +8,14 @@ from datetime import timedelta
 
 from flask import current_app
 from rq.command import send_command
-from rq.exceptions import NoSuchJobError
-from rq.job import Job as RQJob
 from rq.job import JobStatus
 from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.orm import aliased
 
 from webapp.execution import livelog, notify
-from webapp.execution.dispatch import enqueue, grace_expired, release_next
 from webapp.execution.isolation import each
-from webapp.execution.runner import fail_lost_run, finish_run
+from webapp.execution.lifecycle import enqueue, fail_lost_run, finish_run, grace_expired, release_next
+from webapp.execution.rqjobs import rq_status
 from webapp.extensions import db, redis_client
 from webapp.models import Run, RunStatus
 from webapp.models.types import utcnow
@@ -30,15 +28,8 @@ log = logging.getLogger(__name__)
 WILL_RUN = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
 
 
-def _rq_status(rq_job_id):
-    try:
-        return RQJob.fetch(rq_job_id, connection=redis_client.conn).get_status(refresh=False)
-    except NoSuchJobError:
-        return None
-
-
 def _requeue_if_lost(run) -> bool:
-    if _rq_status(run.rq_job_id) in WILL_RUN:
+    if rq_status(run.rq_job_id) in WILL_RUN:
         return False
     enqueue(run)
     return True

@@ -32,16 +32,15 @@ from rq import Worker
 from rq.command import parse_payload
 from rq.exceptions import StopRequested
 
-from webapp.execution import livelog
+from webapp.execution import livelog, rqjobs
 from webapp.extensions import db
 
 log = logging.getLogger(__name__)
-RUN_PREFIX = "firetime-run-"
 REDIS_AWAY = (RedisConnectionError, RedisTimeoutError)
 
 
 def run_id_of(job) -> int | None:
-    return int(job.id[len(RUN_PREFIX):]) if job.id.startswith(RUN_PREFIX) else None
+    return rqjobs.run_id_of(job.id)
 
 
 def _tolerant(method):
@@ -145,7 +144,7 @@ class FiretimeWorker(Worker):
             shutil.rmtree(self.handoff_dir, ignore_errors=True)
 
     def execute_job(self, job, queue):
-        from webapp.execution import runner
+        from webapp.execution import lifecycle, runner
 
         run_id = run_id_of(job)
         if run_id is None:
@@ -155,7 +154,7 @@ class FiretimeWorker(Worker):
         # the job code (see runner.preclaimed and runner.handoff).
         path = os.path.join(self.handoff_dir, f"run-{run_id}.outcome")
         try:
-            claimed = runner.preclaimed[run_id] = runner.claim(run_id, self.name)
+            claimed = runner.preclaimed[run_id] = lifecycle.claim(run_id, self.name)
             runner.handoff[run_id] = path
         except Exception:  # database away for a moment: the horse claims and finishes by itself
             log.exception("claim in the worker failed run=%s; the work horse will try", run_id)
@@ -172,15 +171,15 @@ class FiretimeWorker(Worker):
             self.record_end(run_id, path, claimed is not None)
 
     def record_end(self, run_id, path, claimed_here):
-        from webapp.execution import runner
+        from webapp.execution import lifecycle, runner
 
         try:
             if claimed_here:
                 runner.collect(run_id, path, self.horse_fate or runner.NO_OUTCOME, stopped=self.stop_asked)
             elif self.stop_asked:
-                runner.end_stopped(run_id)
+                lifecycle.end_stopped(run_id)
             elif self.horse_fate:
-                runner.fail_lost_run(run_id, self.horse_fate)
+                lifecycle.fail_lost_run(run_id, self.horse_fate)
         except Exception:  # database away: the reaper fails the silent run, log kept
             log.exception("could not record the end of run=%s", run_id)
             db.session.rollback()
@@ -302,7 +301,7 @@ def warm_up():
     configuration, the dialect's first-connect set-up)."""
     from sqlalchemy.orm import configure_mappers
 
-    import webapp.execution.runner  # noqa: F401  (and with it dispatch, context, livelog, notify)
+    import webapp.execution.runner  # noqa: F401  (and with it lifecycle, context, livelog, notify)
     from webapp.jobtypes import registry
 
     registry.load_builtin()

@@ -1,0 +1,332 @@
+"""A run's life after it is created: handed to RQ (enqueue, hand-over of the next waiting
+run), claimed by a worker, finished once, cancelled. Creating runs is dispatch's; running job
+code is the runner's; both come here for the rest, so neither imports the other.
+
+When a run has ended (its end committed), the finish hooks run in order, each on its own: a
+failing hook is logged and never changes how the run ended nor stops the others. The report
+email is the first; chains, pause-on-failure and script clean-up register theirs with
+`on_finish(fn)`; fn gets an `Ended`."""
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Callable
+
+from flask import current_app
+from redis.exceptions import RedisError
+from rq import Queue
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import joinedload
+
+from webapp.execution import livelog, notify
+from webapp.execution.rqjobs import RUNNER, run_job_id
+from webapp.extensions import db, redis_client
+from webapp.jobtypes import registry
+from webapp.models import Job, Run, RunFile, RunLogLine, RunStatus
+from webapp.models.audit import record
+from webapp.models.runs import ACTIVE_STATUSES
+from webapp.models.types import utcnow
+
+log = logging.getLogger(__name__)
+
+
+# --- finish hooks ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Ended:
+    """What a finish hook learns about a run whose end has just been committed."""
+
+    run_id: int
+    job_id: int
+    status: str
+    reports: bool  # the job sends report emails
+
+
+def _report(ended: Ended):
+    if ended.reports:
+        notify.report_run(ended.run_id)  # queues the report emails; never raises, never waits on SMTP
+
+
+_FINISH_HOOKS: list[Callable[[Ended], object]] = [_report]
+
+
+def on_finish(hook: Callable[[Ended], object]) -> Callable[[Ended], object]:
+    """Register hook(ended) to run after every run's end (usable as a decorator); once."""
+    if hook not in _FINISH_HOOKS:
+        _FINISH_HOOKS.append(hook)
+    return hook
+
+
+def _run_finish_hooks(ended: Ended):
+    for hook in list(_FINISH_HOOKS):
+        try:
+            hook(ended)
+        except Exception:
+            log.exception("finish hook %s failed run=%s; the run's end stands", getattr(hook, "__name__", hook),
+                          ended.run_id)
+            db.session.rollback()
+
+
+# --- claim ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Claimed:
+    """What running a claimed run needs, read in the same transaction as the claim."""
+
+    run_id: int
+    job_id: int
+    job_type: str
+    params: dict
+    args: str
+    run_as: str | None
+    reports: bool
+
+
+def worker_label() -> str:
+    return os.environ.get("RQ_WORKER_ID") or f"{socket.gethostname()}.{os.getpid()}"
+
+
+def claim(run_id: int, worker: str) -> Claimed | None:
+    """Move the run from queued to in progress, once; None if it was cancelled or taken."""
+    result = db.session.execute(
+        update(Run).where(Run.id == run_id, Run.status == RunStatus.QUEUED)
+        .values(status=RunStatus.IN_PROGRESS, started_at=utcnow(), worker_name=worker)
+        .execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        db.session.commit()
+        return None
+    run = db.session.scalar(select(Run).options(joinedload(Run.job).joinedload(Job.run_as)).where(Run.id == run_id))
+    job = run.job
+    claimed = Claimed(run.id, job.id, job.job_type, dict(job.params or {}), run.args or "",
+                      job.run_as.username if job.run_as else None, job.report_enabled)
+    db.session.commit()
+    try:
+        livelog.mark_started(redis_client.conn, run_id, worker, current_app.config["RUN_DEAD_AFTER"],
+                             current_app.config["LIVELOG_TTL"])
+    except RedisError as exc:  # the claim stands: the run goes on, and its live side follows
+        log.warning("could not mark run=%s started in Redis (%s); running it anyway", run_id, exc)
+    return claimed
+
+
+# --- finish ---------------------------------------------------------------------------------
+
+def finish_run(run_id: int, status: str, message: str = "", ctx=None,
+               lines: list | None = None, job_id: int | None = None, only=ACTIVE_STATUSES,
+               audit: Callable[[], object] | None = None) -> bool:
+    """Record a run's end once: the first caller wins (runner, cancel, reaper, stop callback).
+
+    The job is locked first, then the run (the order every writer of a job's runs keeps), and
+    the job's next waiting run is handed over in the same transaction, so a run asked for
+    while this one ended cannot be left waiting. `only` narrows which statuses may end (a
+    cancel of a waiting run must not end one a worker has just started). `audit` adds the
+    audit record of whoever ended it to the same transaction."""
+    job_id = job_id or (ctx.job_id if ctx else db.session.scalar(select(Run.job_id).where(Run.id == run_id)))
+    if job_id is None:
+        db.session.rollback()
+        return False
+    Job.lock(job_id)
+    result = db.session.execute(update(Run).where(Run.id == run_id, Run.status.in_(only))
+                                .values(**_end_values(status, message, ctx, lines))
+                                .execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        db.session.rollback()
+        return False
+    lines = ctx.lines if ctx is not None else lines
+    if lines:
+        db.session.execute(insert(RunLogLine.__table__), [
+            {"run_id": run_id, "seq": line["seq"], "at": line["at"], "level": line["level"],
+             "message": line["message"]} for line in lines
+        ])
+    if ctx is not None and ctx.files:
+        db.session.add_all(RunFile(run_id=run_id, job_id=job_id, name=f.name, path=f.path, size=f.size,
+                                   sha256=f.sha256, content_type=f.content_type) for f in ctx.files)
+    # A run that ran was the job's only active one, so only a waiting run can follow it.
+    following = pick_next(job_id, check_busy=ctx is None)
+    reports = ctx.reports if ctx is not None else db.session.scalar(select(Job.report_enabled)
+                                                                     .where(Job.id == job_id))
+    if audit is not None:
+        audit()
+    db.session.commit()
+    log.info("run finished run=%s job=%s status=%s", run_id, job_id, status)
+    try:
+        livelog.mark_end(redis_client.conn, run_id, status, current_app.config["LIVELOG_TTL"])
+    except Exception:
+        log.warning("could not mark live log end run=%s", run_id)
+    if following is not None:
+        enqueue(following)
+    _run_finish_hooks(Ended(run_id, job_id, status, bool(reports)))
+    return True
+
+
+def _end_values(status, message, ctx, lines) -> dict:
+    values = {"status": status, "finished_at": utcnow(), "message": message[:5000]}
+    if ctx is not None:
+        values.update(progress=ctx.percent if status != RunStatus.SUCCEEDED else 100,
+                      progress_message=ctx.progress_message, warning_count=ctx.warning_count,
+                      error_count=ctx.error_count, stats=ctx.stats, line_count=len(ctx.lines))
+    elif lines is not None:
+        values.update(line_count=len(lines),
+                      warning_count=sum(1 for line in lines if line["level"] == "warning"),
+                      error_count=sum(1 for line in lines if line["level"] == "error"))
+    return values
+
+
+def end_stopped(run_id: int) -> bool:
+    """Record the end of a run whose horse its worker stopped on request: a cancel the job code
+    ignored past the grace, or housekeeping's stop of a horse gone silent."""
+    if db.session.scalar(select(Run.cancel_requested_at).where(Run.id == run_id)) is not None:
+        status, reason = RunStatus.CANCELLED, "Cancelled on request; the job did not stop in time and was stopped."
+    else:
+        status, reason = RunStatus.FAILED, (
+            f"The work horse running this job stopped answering (no heartbeat for "
+            f"{current_app.config['RUN_DEAD_AFTER']} s), so it was stopped before the next run could start.")
+    return finish_run(run_id, status, reason, lines=_lines_kept_in_redis(run_id))
+
+
+def _lines_kept_in_redis(run_id) -> list:
+    """The log lines of a run whose horse left no outcome: what reached its stream, if Redis
+    still has it (a line sent twice around an outage is kept once)."""
+    try:
+        fields = livelog.all_lines(redis_client.conn, run_id)
+    except RedisError:
+        return []
+    lines = {int(f["seq"]): {"seq": int(f["seq"]), "at": datetime.fromisoformat(f["at"]), "level": f["level"],
+                             "message": f["msg"]} for f in fields}
+    return [lines[seq] for seq in sorted(lines)]
+
+
+def fail_lost_run(run_id: int, reason: str) -> bool:
+    """Fail a run whose worker is gone, keeping whatever log reached Redis."""
+    return finish_run(run_id, RunStatus.FAILED, reason, lines=_lines_kept_in_redis(run_id))
+
+
+# --- hand-over and enqueue -------------------------------------------------------------------
+
+def release_next(job_id: int):
+    """Hand the oldest waiting run of the job to RQ, if nothing of the job is active there."""
+    Job.lock(job_id)
+    waiting = pick_next(job_id)
+    db.session.commit()
+    if waiting is not None:
+        enqueue(waiting)
+    return waiting
+
+
+def pick_next(job_id: int, check_busy: bool = True) -> Run | None:
+    """Inside a transaction holding the job's lock: mark the oldest waiting run of the job as
+    handed to RQ, unless a run of the job is in progress or already handed over. The caller
+    commits, then enqueues it."""
+    if check_busy and db.session.scalar(
+        select(Run.id).where(
+            Run.job_id == job_id,
+            (Run.status == RunStatus.IN_PROGRESS)
+            | ((Run.status == RunStatus.QUEUED) & Run.enqueued_at.isnot(None)),
+        ).limit(1)
+    ) is not None:
+        return None
+    waiting = db.session.scalar(
+        select(Run).where(Run.job_id == job_id, Run.status == RunStatus.QUEUED, Run.enqueued_at.is_(None))
+        .order_by(Run.id).limit(1)
+    )
+    if waiting is not None:
+        waiting.enqueued_at = utcnow()
+    return waiting
+
+
+def enqueue(run: Run) -> bool:
+    """Put the run on its job type's RQ queue (idempotent: the RQ job id is the run's).
+
+    If Redis is away the run stays queued in the database with enqueued_at set, and the
+    scheduler's housekeeping hands it to RQ again once Redis answers: nothing is lost. A run
+    whose job type is not installed fails at once, with that reason, instead of waiting for ever."""
+    try:
+        job_type = registry.get(run.job.job_type)
+    except registry.UnknownJobType as exc:
+        log.warning("run=%s cannot start: %s", run.id, exc)
+        finish_run(run.id, RunStatus.FAILED, f"{exc} The run could not start.", only=(RunStatus.QUEUED,))
+        return False
+    queue = Queue(job_type.queue, connection=redis_client.conn)
+    try:
+        _enqueue_on(queue, run.id, run.job.name, job_type)
+        return True
+    except RedisError as exc:
+        log.warning("could not enqueue run=%s (%s); it will be handed over when Redis is back", run.id, exc)
+        return False
+
+
+def stage_enqueue(pipe, run_id, job_name, job_type):
+    """Queue on pipe the writes that put a run on its job type's queue. RQ starts a MULTI on the
+    pipeline: stage this before anything else on it."""
+    _enqueue_on(Queue(job_type.queue, connection=redis_client.conn), run_id, job_name, job_type, pipe)
+
+
+def _enqueue_on(queue, run_id, job_name, job_type, pipeline=None):
+    queue.enqueue(RUNNER, run_id, pipeline=pipeline, job_timeout=job_type.timeout,
+                  **_rq_options(run_id, job_name))
+
+
+def _rq_options(run_id, job_name) -> dict:
+    return {"job_id": run_job_id(run_id), "result_ttl": 600, "failure_ttl": 7 * 86400,
+            "description": f"{job_name} (run {run_id})"}
+
+
+def enqueue_many(items):
+    """(run id, job name, job type) triples onto their queues in one pipeline; if Redis fails, the
+    runs stay queued in the database and housekeeping hands them over when Redis answers."""
+    by_queue = {}
+    for run_id, job_name, job_type in items:
+        by_queue.setdefault(job_type.queue, []).append(
+            Queue.prepare_data(RUNNER, (run_id,), timeout=job_type.timeout, **_rq_options(run_id, job_name)))
+    try:
+        with redis_client.conn.pipeline(transaction=False) as pipe:
+            for name, datas in by_queue.items():
+                Queue(name, connection=redis_client.conn).enqueue_many(datas, pipeline=pipe)
+            pipe.execute()
+    except RedisError as exc:
+        log.warning("could not enqueue %s runs (%s); they are handed over when Redis is back", len(items), exc)
+
+
+# --- cancel ---------------------------------------------------------------------------------
+
+def cancel_run(run: Run, user=None) -> str:
+    """Cancel a waiting run at once; ask a running one to stop (killed after a grace period)."""
+    def audit():
+        record("cancel", "run", run, actor=user, object_name=run.job.name, domain_id=run.job.domain_id)
+
+    if run.status == RunStatus.QUEUED:
+        # The cancel and its audit record commit together, or neither does.
+        if finish_run(run.id, RunStatus.CANCELLED, f"Cancelled by {getattr(user, 'username', 'system')} "
+                                                   "before it started.", only=(RunStatus.QUEUED,), audit=audit):
+            _remove_from_rq(run)
+            return "cancelled"
+        db.session.refresh(run)
+    if run.status == RunStatus.IN_PROGRESS:
+        db.session.execute(update(Run).where(Run.id == run.id, Run.cancel_requested_at.is_(None))
+                           .values(cancel_requested_at=utcnow(), cancel_requested_by_id=getattr(user, "id", None)))
+        audit()
+        db.session.commit()
+        try:
+            livelog.request_cancel(redis_client.conn, run.id)
+        except RedisError:
+            log.warning("cancel of run=%s recorded; Redis away, housekeeping will pass it on", run.id)
+        return "stopping"
+    return "finished"
+
+
+def _remove_from_rq(run: Run):
+    from rq.exceptions import InvalidJobOperation, NoSuchJobError
+    from rq.job import Job as RQJob
+
+    try:
+        RQJob.fetch(run_job_id(run.id), connection=redis_client.conn).cancel()
+    except (NoSuchJobError, InvalidJobOperation, RedisError):
+        # Gone, cancelled already, or Redis away: the claim in the runner refuses a cancelled
+        # run anyway.
+        pass
+
+
+def grace_expired(run: Run, now=None) -> bool:
+    now = now or utcnow()
+    grace = timedelta(seconds=current_app.config["CANCEL_GRACE_SECONDS"])
+    return run.cancel_requested_at is not None and now - run.cancel_requested_at >= grace
