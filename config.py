@@ -15,6 +15,11 @@ def env(name, default=None):
     return os.environ.get(name, default)
 
 
+def parse_list(value) -> tuple[str, ...]:
+    """'a, b,,c' -> ('a', 'b', 'c')."""
+    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+
+
 def env_int(name, default):
     value = os.environ.get(name)
     return default if value in (None, "") else int(value)
@@ -43,6 +48,8 @@ class Config:
         self.RESYNC_SECONDS = env_int("FIRETIME_RESYNC_SECONDS", 60)
         self.REAP_SECONDS = env_int("FIRETIME_REAP_SECONDS", 5)
         self.LIVELOG_TTL = env_int("FIRETIME_LIVELOG_TTL", 3600)
+        # Site modules of job types (importing one registers its types), comma separated.
+        self.JOBTYPE_MODULES = parse_list(env("FIRETIME_JOBTYPE_MODULES"))
         self.LOG_MAX_LINES = env_int("FIRETIME_LOG_MAX_LINES", 100_000)
         # A longer log line keeps this many characters and a note of its length.
         self.LOG_MAX_LINE_CHARS = env_int("FIRETIME_LOG_MAX_LINE_CHARS", 10_000)

@@ -42,3 +42,16 @@ def progress_per_row(ctx):
 
 register(JobType(key="tests.long_line", label="Logs a long line", run=long_line))
 register(JobType(key="tests.progress_per_row", label="Progress per row", run=progress_per_row))
+
+
+def audits_a_change(ctx):
+    """Changes something and audits it under the user the job runs as."""
+    from webapp.extensions import db
+    from webapp.models.audit import record
+
+    record("edit", "setting", None, actor=ctx.run_as, object_name="demo", after={"changed": True})
+    db.session.commit()
+    ctx.info(f"Audited as {ctx.run_as.username if ctx.run_as else 'system'}.")
+
+
+register(JobType(key="tests.audits_a_change", label="Audits a change", run=audits_a_change))

@@ -75,3 +75,25 @@ def test_warnings_make_a_run_succeed_with_warnings(ctx, worker):
     job = make_job(job_type="tests.warns", params={})
     run = final(dispatch.request_run(job).id)
     assert run.status == RunStatus.WARNINGS and run.warning_count == 1
+
+
+def test_job_code_audits_under_the_user_the_job_runs_as(ctx, worker):
+    from tests.factories import make_user
+
+    operator = make_user(username="night-operator")
+    job = make_job(job_type="tests.audits_a_change", params={}, run_as_id=operator.id)
+    run = final(dispatch.request_run(job).id)
+    assert run.status == RunStatus.SUCCEEDED
+    event = db.session.scalar(select(AuditEvent).where(AuditEvent.object_name == "demo"))
+    assert (event.actor_id, event.actor_name) == (operator.id, "night-operator")
+
+
+def test_job_type_modules_come_from_the_configuration_read_once(ctx, monkeypatch):
+    from config import Config
+    from webapp.jobtypes import registry
+
+    monkeypatch.setenv("FIRETIME_JOBTYPE_MODULES", " tests.jobtypes, ,webapp.jobtypes.system ")
+    assert Config().JOBTYPE_MODULES == ("tests.jobtypes", "webapp.jobtypes.system")
+    assert ctx.config["JOBTYPE_MODULES"] == ("tests.jobtypes",)  # as the test session set it
+    monkeypatch.setenv("FIRETIME_JOBTYPE_MODULES", "no.such.module")
+    assert registry.get("tests.warns").label == "Warns once"  # loaded once; not read again

@@ -22,6 +22,15 @@ class RunCancelled(Exception):
     """Raised by check_cancelled(): the run was cancelled by a user."""
 
 
+@dataclass(frozen=True)
+class RunAs:
+    """The user a job runs as. Job code that changes data audits it under this user:
+    record(..., actor=ctx.run_as) (None: the system)."""
+
+    id: int
+    username: str
+
+
 @dataclass
 class OutputFile:
     name: str
@@ -39,7 +48,7 @@ class RunContext:
     files_dir: str
     params: dict = field(default_factory=dict)
     args: list = field(default_factory=list)
-    run_as: str | None = None
+    run_as: RunAs | None = None
     max_lines: int = 100_000
     max_line_chars: int = 10_000
     lines: list = field(default_factory=list)

@@ -20,6 +20,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import joinedload
 
 from webapp.execution import livelog, notify
+from webapp.execution.context import RunAs
 from webapp.execution.rqjobs import RUNNER, run_job_id
 from webapp.extensions import db, redis_client
 from webapp.jobtypes import registry
@@ -79,7 +80,7 @@ class Claimed:
     job_type: str
     params: dict
     args: str
-    run_as: str | None
+    run_as: RunAs | None
     reports: bool
 
 
@@ -99,7 +100,7 @@ def claim(run_id: int, worker: str) -> Claimed | None:
     run = db.session.scalar(select(Run).options(joinedload(Run.job).joinedload(Job.run_as)).where(Run.id == run_id))
     job = run.job
     claimed = Claimed(run.id, job.id, job.job_type, dict(job.params or {}), run.args or "",
-                      job.run_as.username if job.run_as else None, job.report_enabled)
+                      RunAs(job.run_as.id, job.run_as.username) if job.run_as else None, job.report_enabled)
     db.session.commit()
     try:
         livelog.mark_started(redis_client.conn, run_id, worker, current_app.config["RUN_DEAD_AFTER"],

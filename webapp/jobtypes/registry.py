@@ -11,7 +11,7 @@ MAIL_QUEUE = "mail"  # run report emails (execution/notify.py), served by the no
 
 class UnknownJobType(KeyError):
     """A stored key no installed job type answers to (renamed in an upgrade, or its module
-    dropped from FIRETIME_JOBTYPE_MODULES)."""
+    dropped from the configured JOBTYPE_MODULES)."""
 
     def __str__(self):
         return f"Its job type {self.args[0]!r} is not installed."
@@ -117,14 +117,31 @@ def queue_names() -> list[str]:
     return [DEFAULT_QUEUE] + sorted(names - {DEFAULT_QUEUE, MAIL_QUEUE}) + [MAIL_QUEUE]
 
 
+_loaded = False
+
+
 def load_builtin():
-    """Import the shipped job types and any site modules named in FIRETIME_JOBTYPE_MODULES
-    (comma separated); importing a job type module registers it. Done on first use, not at
-    import of this module, so that importing the registry has no side effects."""
+    """Import the shipped job types and the site modules the configuration lists
+    (Config.JOBTYPE_MODULES, from FIRETIME_JOBTYPE_MODULES); importing a job type module
+    registers it. Done once per process, on first use (not at import of this module, so that
+    importing the registry has no side effects); later calls cost one test."""
+    global _loaded
+    if _loaded:
+        return
     import importlib
-    import os
 
     from webapp.jobtypes import system  # noqa: F401
 
-    for module in filter(None, os.environ.get("FIRETIME_JOBTYPE_MODULES", "").split(",")):
-        importlib.import_module(module.strip())
+    for module in _configured_modules():
+        importlib.import_module(module)
+    _loaded = True
+
+
+def _configured_modules() -> tuple[str, ...]:
+    from flask import current_app, has_app_context
+
+    if has_app_context():
+        return tuple(current_app.config.get("JOBTYPE_MODULES", ()))
+    from config import Config  # a script without an app: the same setting, read the same way
+
+    return Config().JOBTYPE_MODULES
