@@ -55,3 +55,12 @@ def audits_a_change(ctx):
 
 
 register(JobType(key="tests.audits_a_change", label="Audits a change", run=audits_a_change))
+
+
+def exports(ctx):
+    """Writes a file to the archive of exported files, as an export job does."""
+    with ctx.output_file("export.csv") as out:
+        out.write("id,value\n1,a\n")
+
+
+register(JobType(key="tests.exports", label="Exports to the archive", run=exports, archive_files=True))

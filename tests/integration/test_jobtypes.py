@@ -97,3 +97,25 @@ def test_job_type_modules_come_from_the_configuration_read_once(ctx, monkeypatch
     assert ctx.config["JOBTYPE_MODULES"] == ("tests.jobtypes",)  # as the test session set it
     monkeypatch.setenv("FIRETIME_JOBTYPE_MODULES", "no.such.module")
     assert registry.get("tests.warns").label == "Warns once"  # loaded once; not read again
+
+
+def test_purge_history_keeps_the_archive_of_exported_files(ctx, worker):
+    sync.ensure_system_jobs()
+    purge = db.session.scalar(select(Job).where(Job.job_type == "system.purge_history"))
+    export = make_job(name="Monthly export", job_type="tests.exports", params={})
+    db.session.add(Setting(key="retention_days", value=30))
+    db.session.commit()
+    files_dir = ctx.config["FILES_DIR"]
+    old_export = old_run(export, 40, files_dir)
+    old_id = old_export.id
+    path = os.path.join(files_dir, "runs", str(old_id), "out.csv")
+    export.deleted_at = utcnow()  # deleting the job leaves its files too
+    db.session.commit()
+
+    run = final(dispatch.request_run(purge).id)
+    assert run.status == RunStatus.SUCCEEDED, run.message
+    assert run.stats == {"runs_deleted": 1, "files_deleted": 0, "archive_files_kept": 1}
+    assert db.session.get(Run, old_id) is None  # the history goes
+    kept = db.session.scalar(select(RunFile).where(RunFile.job_id == export.id))
+    assert kept.run_id is None and kept.name == "out.csv" and os.path.exists(path)  # the archive stays
+    assert db.session.scalar(select(func.count(RunLogLine.id)).where(RunLogLine.run_id == old_id)) == 0

@@ -48,6 +48,9 @@ class JobType:
     queue: str = DEFAULT_QUEUE
     timeout: int = 6 * 3600  # seconds a run may take before RQ stops it
     system_job: SystemJob | None = None
+    # Its runs' output files are the archive of exported files: they outlive the run history
+    # (purge_history keeps them), and removing or deleting the job leaves them.
+    archive_files: bool = False
     description: str = ""
     extra: dict = field(default_factory=dict)
 

@@ -7,7 +7,7 @@ from marshmallow import Schema, fields, validate
 from sqlalchemy import delete, func, select, update
 
 from webapp.extensions import db
-from webapp.jobtypes.registry import JobType, SystemJob, register
+from webapp.jobtypes.registry import JobType, SystemJob, all_types, register
 from webapp.models import AuditEvent, Job, Run, RunFile, RunLogLine
 from webapp.models.runs import FINAL_STATUSES
 from webapp.models.settings import get_setting
@@ -57,15 +57,26 @@ def selftest(ctx, duration, lines_per_second, fail_at_end, output_csv):
 
 
 def purge_history(ctx):
-    """Delete runs, their logs and files older than the retention period; audit stays."""
+    """Delete runs and their logs older than the retention period, and the output files of
+    those runs, except the archive; audit records stay.
+
+    The archive rule: files of a job type that declares archive_files (exported files, SPEC:
+    "Removing or deleting the job leaves the files") outlive their runs. Their RunFile rows stay,
+    with run_id set to NULL (the run is gone; job, name, size, checksum and time remain for the
+    archive's list and downloads), and the files stay on disk. Purging history never deletes
+    them, whatever their age; the archive has no retention of its own yet: an archived file goes
+    only when someone deletes it from the archive."""
     days = int(get_setting("retention_days"))
     cutoff = utcnow() - timedelta(days=days)
     old_runs = select(Run.id).where(Run.status.in_(FINAL_STATUSES), Run.created_at < cutoff)
     ids = list(db.session.scalars(old_runs))
     ctx.info(f"Retention is {days} days: {len(ids)} runs finished before {cutoff:%Y-%m-%d %H:%M} UTC.")
-    files = removed_files = 0
+    archive_jobs = select(Job.id).where(Job.job_type.in_([jt.key for jt in all_types() if jt.archive_files]))
+    files = removed_files = kept_files = 0
     for chunk_start in range(0, len(ids), 500):
         chunk = ids[chunk_start:chunk_start + 500]
+        kept_files += db.session.execute(update(RunFile).where(
+            RunFile.run_id.in_(chunk), RunFile.job_id.in_(archive_jobs)).values(run_id=None)).rowcount
         for file in db.session.scalars(select(RunFile).where(RunFile.run_id.in_(chunk))):
             removed_files += _remove_file(ctx, file)
             files += 1
@@ -77,7 +88,9 @@ def purge_history(ctx):
         ctx.progress(100 * (chunk_start + len(chunk)) / max(len(ids), 1), "purging")
     ctx.stat("runs_deleted", len(ids))
     ctx.stat("files_deleted", removed_files)
-    ctx.info(f"Deleted {len(ids)} runs and {files} file records ({removed_files} files on disk).")
+    ctx.stat("archive_files_kept", kept_files)
+    ctx.info(f"Deleted {len(ids)} runs and {files} file records ({removed_files} files on disk); "
+             f"kept {kept_files} files of the archive.")
 
 
 def _remove_file(ctx, file) -> int:
@@ -124,7 +137,8 @@ register(JobType(
     automatic_plan={"kind": "daily", "days": [0, 1, 2, 3, 4, 5, 6], "times": ["02:30"]},
     queue="system",
     system_job=SystemJob("Purge run history",
-                         "Deletes runs, logs and files older than the retention period. Audit records stay."),
+                         "Deletes runs, logs and files older than the retention period; files of the export "
+                         "archive and audit records stay."),
 ))
 register(JobType(
     key="system.activity_report",
