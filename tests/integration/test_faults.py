@@ -100,6 +100,30 @@ def test_a_silent_horse_is_stopped_before_the_next_run_of_its_job_starts(ctx, wo
     assert final(second.id).status == RunStatus.SUCCEEDED
 
 
+def test_a_frozen_host_does_not_resume_its_old_run_beside_the_next_one(ctx, worker, start_process):
+    """Worker and horse stopped together (a paused VM, Ctrl-Z): the run is declared lost and the
+    next one starts elsewhere; when the host resumes, its worker must stop the old horse instead
+    of renewing a lease it lost meanwhile."""
+    job = make_job(params={"duration": 120, "lines_per_second": 5})
+    first = in_progress(dispatch.request_run(job).id)
+    second = dispatch.request_run(job, args="duration=30 lines_per_second=1")
+    horse = worker.children()[0]
+    frozen = [worker.proc.pid, horse]
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        start_worker(start_process)
+        start_process("scheduler")
+        in_progress(second.id, timeout=90)
+    finally:
+        for pid in frozen:
+            _continue(pid)
+    wait_for(lambda: not alive(horse), 20, message="the resumed host to stop its old horse")
+    first = db.session.get(Run, first.id, populate_existing=True)
+    assert first.status == RunStatus.FAILED
+    assert db.session.get(Run, second.id, populate_existing=True).status == RunStatus.IN_PROGRESS
+
+
 class Link:
     """A TCP relay between one worker and Redis that the test can cut, as a network fault cuts
     one host off: once cut, bytes are dropped both ways and nothing answers, but connections

@@ -284,6 +284,13 @@ class Lease:
     def _keep(self):
         renewed = time.monotonic()
         while not self.done.wait(self.every):
+            silent = time.monotonic() - renewed
+            if silent >= self.deadline:
+                # This process was frozen (a paused host, Ctrl-Z) past its lease: the run may
+                # have been declared lost and the job's next run started elsewhere. Renewing now
+                # would let the old horse run on beside it.
+                self.worker.fence(self.run_id, self.horse_pid, silent)
+                return
             try:
                 livelog.watch(self.worker.lease_connection, self.run_id, self.worker.name, self.worker.lease_seconds)
                 renewed = time.monotonic()
