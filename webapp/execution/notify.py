@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from webapp.execution.rqjobs import rq_status
 from webapp.extensions import db, redis_client
 from webapp.jobtypes.registry import MAIL_QUEUE
+from webapp.mail_addresses import parse_recipients
 from webapp.models import Job, Run, RunLogLine, RunStatus
 from webapp.models.notifications import DeliveryStatus, EmailDelivery
 from webapp.models.types import utcnow
@@ -46,18 +47,6 @@ BUSY = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED}
 _REPORTED = {RunStatus.SUCCEEDED, RunStatus.WARNINGS, RunStatus.FAILED, RunStatus.CANCELLED}
 
 # --- queueing ---------------------------------------------------------------------------
-
-def parse_recipients(text: str) -> list[str]:
-    """'a@x.org, b@y.org,,A@x.org' -> ['a@x.org', 'b@y.org']: comma separated, trimmed,
-    without empty entries and without repeats (addresses compared case-insensitively)."""
-    seen, result = set(), []
-    for part in (text or "").replace(";", ",").split(","):
-        address = part.strip()
-        if address and address.lower() not in seen:
-            seen.add(address.lower())
-            result.append(address)
-    return result
-
 
 def _invalid(address: str) -> str:
     """Why an address cannot be mailed, or '' (the job form validates; this guards the rest)."""
