@@ -174,6 +174,17 @@ def print_early(rows, indent="  ", most=5):
               f"{row.created_at:%H:%M:%S.%f} for the occurrence at {row.occurrence_at:%H:%M:%S}")
 
 
+def print_window(title, rows, expected, log_paths):
+    """Lateness, early fires, duplicates (logged as fired twice) and misses of a window's fires."""
+    got = {(row.job_id, row.occurrence_at) for row in rows}
+    twice, lines = fired_twice(log_paths)
+    print(f"\n{title} (lateness = run created_at - occurrence_at):")
+    print_lateness(lateness_summary(rows))
+    print_early(rows)
+    print(f"  duplicates (occurrences logged as fired twice): {twice} of {lines:,} 'occurrence fired' lines; "
+          f"misses: {len(expected - got)} of {len(expected):,} planned occurrences")
+
+
 def print_timeline(rows, start, slice_seconds, indent="  "):
     """The worst lateness in each slice of the window, to show what a resync or reaper pass costs."""
     slices = {}

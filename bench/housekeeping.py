@@ -131,13 +131,8 @@ def measure_scheduler(options, env, jobs, active):
         process.stop()
     rows = firing.fires(None, start, end)
     expected = firing.expected_occurrences(anchors, options.poll_seconds, start, end)
-    got = {(row.job_id, row.occurrence_at) for row in rows}
-    twice, lines = firing.fired_twice([p.log_path for p in schedulers])
-    print(f"\nPlanned fires in the window (all jobs; lateness = run created_at - occurrence_at):")
-    firing.print_lateness(firing.lateness_summary(rows))
-    firing.print_early(rows)
-    print(f"  misses among the poll jobs' {len(expected):,} occurrences: {len(expected - got)}; "
-          f"fired twice in the scheduler log: {twice} ({lines:,} 'occurrence fired' lines)")
+    firing.print_window("Planned fires in the window (all jobs; misses among the poll jobs)", rows, expected,
+                        [p.log_path for p in schedulers])
     firing.print_timeline(rows, start, 10)
 
 

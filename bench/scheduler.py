@@ -91,13 +91,7 @@ def bench(options, env):
     for process in schedulers:
         process.stop()
     rows = firing.fires(plan_ids, start, end)
-    got = {(row.job_id, row.occurrence_at) for row in rows}
-    twice, lines = firing.fired_twice([p.log_path for p in schedulers])
-    print(f"\nFires in the window of {period} s (lateness = run created_at - occurrence_at):")
-    firing.print_lateness(firing.lateness_summary(rows))
-    firing.print_early(rows)
-    print(f"  duplicates (occurrences logged as fired twice): {twice} of {lines:,} 'occurrence fired' lines; "
-          f"misses: {len(expected - got)} of {len(expected):,} occurrences")
+    firing.print_window(f"Fires in the window of {period} s", rows, expected, [p.log_path for p in schedulers])
     resyncs = [started + timedelta(seconds=n * options.resync_seconds) for n in range(1, 100)]
     inside = [f"+{(at - start).total_seconds():.0f}s" for at in resyncs if start <= at < end]
     print(f"  the schedulers' periodic resyncs were due about {', '.join(inside) or 'never'} into the window "

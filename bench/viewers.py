@@ -45,7 +45,7 @@ from common import (BenchError, children, free_port, load_average, ms, new_parse
                     run_main, wait_until)
 import seeding  # noqa: E402
 
-README_GUNICORN = "-w 4 -k gthread --threads 16"
+README_GUNICORN = "-c gunicorn.conf.py"  # the production set-up of the README (gevent workers)
 HOST = "127.0.0.1"
 AT_ATTRIBUTE = re.compile(r'datetime="([^"]+)"')
 
