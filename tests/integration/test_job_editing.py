@@ -907,6 +907,20 @@ def test_a_save_without_the_forms_version_is_refused_as_stale(app, admin):
     assert get_job(app, job_id).description == "With it"
 
 
+def test_an_edit_of_the_description_does_not_record_parameters_stored_without_defaults(ctx):
+    # Stored with only some parameters, as system and demo jobs are; an edit of the description
+    # alone must not report the parameters as changed (the conflict page and the audit showed
+    # "duration=20 -> duration=20.0, fail_at_end=False, …").
+    admin = make_user()
+    job = make_job("Partial", params={"duration": 20, "lines_per_second": 2})
+    data = editing.JobInput(name="Partial", description="New words", job_type=job.job_type,
+                            scope=job.scope, domain_id=None, params={"duration": "20", "lines_per_second": "2"},
+                            plan={"kind": "disabled"}, version=job.version)
+    assert set(editing.update_job(admin, job, data)) == {"description"}
+    edit = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "edit", AuditEvent.object_id == job.id))
+    assert set(edit.after) == {"description"}
+
+
 def test_update_job_refuses_a_stale_version_and_writes_nothing(ctx, domains):
     from webapp.models import Domain
 

@@ -300,7 +300,12 @@ SETTINGS = ("name", "description", "job_type", "scope", "domain_id", "params", "
 
 
 def settings_of(job: Job) -> dict:
-    return {key: getattr(job, key) for key in SETTINGS}
+    """The job's settings as a save would store them: parameters with their defaults filled in
+    (a system job is created with none), so that an edit of something else does not record its
+    parameters as changed."""
+    settings = {key: getattr(job, key) for key in SETTINGS}
+    settings["params"] = _with_defaults(job.params, job.job_type)
+    return settings
 
 
 def _for_audit(settings: dict) -> dict:
@@ -391,7 +396,7 @@ def _conflict(user, job: Job, data: "JobInput", now: datetime) -> EditConflict:
     opened = settings_of(job)
     for event in reversed(events):
         opened.update({key: value for key, value in (event.before or {}).items() if key in opened})
-    opened["params"] = _with_defaults(opened["params"], opened["job_type"])
+    opened["params"] = _with_defaults(opened["params"], opened["job_type"])  # an older edit's before
     try:
         settings = check(user, data, job, now=now)
     except InvalidJob:
