@@ -123,9 +123,10 @@ def test_make_run_restarts_a_process_that_dies_and_sigterm_stops_them_all(devrun
     assert f"private redis-server started on 127.0.0.1:{run.redis_port}" in run.output()
 
     os.kill(first["worker"], signal.SIGKILL)
+    wait_for(lambda: "worker was killed by SIGKILL; starting it again." in run.output(), 60,
+             message="make run to say it restarts the worker")
     again = wait_for(lambda: (p := run.processes()).get("worker", first["worker"]) != first["worker"] and p, 60,
                      message="the worker started again")
-    assert "worker was killed by SIGKILL; starting it again." in run.output()
     assert again["web"] == first["web"] and again["scheduler"] == first["scheduler"]
 
     everything = descendants(run.proc.pid)
