@@ -94,7 +94,7 @@ def test_skip_next_occurrence_moves_the_plan_on(ctx):
     sync.reschedule(job)
     nxt = job.next_fire_at
     run = dispatch.skip_next_occurrence(job)
-    assert run.status == RunStatus.CANCELLED and run.occurrence_at == nxt
+    assert run.status == RunStatus.SKIPPED and run.occurrence_at == nxt
     job = db.session.get(Job, job.id)
     assert job.next_fire_at == nxt + timedelta(hours=1)
     assert scheduled_entries()[sync.occurrence_id(job.id)] == job.next_fire_at.timestamp()

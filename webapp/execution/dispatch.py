@@ -25,7 +25,7 @@ class NotRunnable(Exception):
     conflict, not bad input."""
 
 
-def request_run(job: Job, *, trigger=Trigger.HAND, user=None, args: str = "") -> Run:
+def request_run(job: Job, *, trigger=Trigger.HAND, user=None, args: str = "", retry_of: Run | None = None) -> Run:
     """Queue a run asked for by a person, the API or the CLI; it waits behind an active run."""
     try:
         job_type = registry.get(job.job_type)
@@ -39,12 +39,16 @@ def request_run(job: Job, *, trigger=Trigger.HAND, user=None, args: str = "") ->
         state = "deleted" if not job.is_live else job.state
         raise NotRunnable(f"Job {job.name!r} is {state}; restore it before running it.")
     ahead = db.session.scalar(Run.active_for(job.id).limit(1))
-    run = Run(job_id=job.id, trigger=trigger, requested_by_id=getattr(user, "id", None), args=args or "")
+    run = Run(job_id=job.id, trigger=trigger, requested_by_id=getattr(user, "id", None), args=args or "",
+              retry_of_id=getattr(retry_of, "id", None))
     if ahead is None:
         run.enqueued_at = utcnow()
     db.session.add(run)
     db.session.flush()
-    record("run_now", "job", job, actor=user, after={"run_id": run.id, "args": run.args, "trigger": trigger})
+    after = {"run_id": run.id, "args": run.args, "trigger": trigger}
+    if retry_of is not None:
+        after["retry_of"] = retry_of.id
+    record("run_now", "job", job, actor=user, after=after)
     db.session.commit()
     log.info("run requested run=%s job=%s trigger=%s waiting=%s", run.id, job.id, trigger, ahead is not None)
     if run.enqueued_at:
@@ -195,12 +199,12 @@ def skip_next_occurrence(job: Job, user=None) -> Run | None:
     if occurrence is None:
         db.session.rollback()
         return None
-    run = Run(job_id=job.id, trigger=Trigger.PLAN, occurrence_at=occurrence, status=RunStatus.CANCELLED,
+    run = Run(job_id=job.id, trigger=Trigger.PLAN, occurrence_at=occurrence, status=RunStatus.SKIPPED,
               requested_by_id=getattr(user, "id", None), finished_at=utcnow(),
-              message=f"Planned occurrence cancelled by {getattr(user, 'username', 'system')}.")
+              message=f"Skipped by {getattr(user, 'username', 'system')}.")
     job.next_fire_at = next_fire(job, after=occurrence)
     db.session.add(run)
-    record("cancel", "job", job, actor=user, before={"next_fire_at": occurrence.isoformat()},
+    record("skip", "job", job, actor=user, before={"next_fire_at": occurrence.isoformat()},
            after={"next_fire_at": job.next_fire_at.isoformat() if job.next_fire_at else None})
     db.session.commit()
     place(job)

@@ -2,6 +2,6 @@
 from webapp.models.accounts import ApiToken, Domain, Role, User, UserSession  # noqa: F401
 from webapp.models.audit import AuditEvent  # noqa: F401
 from webapp.models.jobs import Job, JobState, Scope  # noqa: F401
-from webapp.models.runs import Run, RunFile, RunLogLine, RunStatus, Trigger  # noqa: F401
+from webapp.models.runs import LogRead, Run, RunFile, RunLogLine, RunStatus, Trigger  # noqa: F401
 from webapp.models.settings import Setting  # noqa: F401
 from webapp.models.notifications import DeliveryStatus, EmailDelivery  # noqa: F401

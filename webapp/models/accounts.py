@@ -183,22 +183,24 @@ class ApiToken(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(80), default="", server_default="")  # what it is for
     created_at: Mapped[object] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[object | None] = mapped_column(UTCDateTime)
     last_used_at: Mapped[object | None] = mapped_column(UTCDateTime)
     user: Mapped[User] = relationship()
 
     @classmethod
-    def issue(cls, user: User) -> tuple["ApiToken", str]:
+    def issue(cls, user: User, name: str = "") -> tuple["ApiToken", str]:
         """A new token for the user; the plain token is returned once and never stored."""
         plain = "ft_" + secrets.token_urlsafe(32)
-        token = cls(user=user, token_hash=hash_token(plain))
+        token = cls(user=user, token_hash=hash_token(plain), name=name)
         db.session.add(token)
         return token, plain
 
     @classmethod
     def user_for(cls, plain: str) -> User | None:
         token = db.session.scalar(select(cls).where(cls.token_hash == hash_token(plain)))
-        if token is None or not token.user.active:
+        if token is None or token.revoked_at is not None or not token.user.active:
             return None
         now = utcnow()
         # Written at most once a minute: an API client's every call need not be a write.

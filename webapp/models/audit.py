@@ -1,8 +1,13 @@
-from sqlalchemy import JSON, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, event
+from sqlalchemy.orm import Session
 from sqlalchemy.orm import Mapped, mapped_column
 
 from webapp.extensions import db
 from webapp.models.types import UTCDateTime, utcnow
+
+
+class AuditIsAppendOnly(RuntimeError):
+    """Raised when code tries to change or remove an audit record."""
 
 
 class AuditEvent(db.Model):
@@ -50,3 +55,17 @@ def record(action, obj_type, obj=None, *, actor, run=None, before=None, after=No
     )
     db.session.add(event)
     return event
+
+
+@event.listens_for(AuditEvent, "before_update")
+@event.listens_for(AuditEvent, "before_delete")
+def _refuse_change(mapper, connection, target):
+    raise AuditIsAppendOnly(f"Audit record {target.id} cannot be changed or deleted.")
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _refuse_bulk_change(state):
+    """UPDATE or DELETE statements on the audit table, which bypass the per-object events above."""
+    if (state.is_update or state.is_delete) and any(
+            getattr(m, "class_", None) is AuditEvent for m in state.all_mappers):
+        raise AuditIsAppendOnly("Audit records cannot be changed or deleted.")

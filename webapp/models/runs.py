@@ -78,10 +78,13 @@ class Run(db.Model):
     stats: Mapped[dict] = mapped_column(JSON, default=dict)
     cancel_requested_at: Mapped[object | None] = mapped_column(UTCDateTime)
     cancel_requested_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # A retry is a new run of the same job; it points at the run it retries.
+    retry_of_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
 
     job: Mapped[Job] = relationship()
     requested_by: Mapped[User | None] = relationship(foreign_keys=[requested_by_id])
     files: Mapped[list["RunFile"]] = relationship(back_populates="run", order_by="RunFile.id")
+    retry_of: Mapped["Run | None"] = relationship(remote_side=[id], foreign_keys=[retry_of_id])
 
     @property
     def rq_job_id(self) -> str:
@@ -135,3 +138,15 @@ class RunFile(db.Model):
 
     run: Mapped[Run | None] = relationship(back_populates="files")
     job: Mapped[Job] = relationship()
+
+
+class LogRead(db.Model):
+    """How much of a run's log a user has read: the jobs list shows a dark log icon while the
+    latest run of a job has lines its user has not read. One row per user and run."""
+
+    __tablename__ = "log_reads"
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True,
+                                        index=True)
+    lines_read: Mapped[int] = mapped_column(default=0)  # the run's line count when last opened
+    read_at: Mapped[object] = mapped_column(UTCDateTime, default=utcnow)
