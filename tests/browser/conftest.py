@@ -1,6 +1,7 @@
 """Browser fixtures: a real server for the app in a thread, and the system's headless Chromium."""
 import shutil
 import threading
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import sync_playwright
@@ -34,3 +35,26 @@ def page():
         page.on("console", lambda msg: msg.type == "error" and page.console_errors.append(msg.text))
         yield page
         browser.close()
+
+
+AXE = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core" / "axe.min.js"
+
+
+@pytest.fixture
+def check_accessible():
+    """check_accessible(page): run axe-core on the page as it is now and fail on any serious or
+    critical violation, naming the rule and the elements. axe is evaluated through the browser's
+    debugging protocol, so the page's strict CSP (no inline script) stays as it is."""
+    assert AXE.exists(), "axe-core is missing: run `make assets` (npm ci) first"
+    source = AXE.read_text()
+
+    def check(page, context=None):
+        page.evaluate(source)
+        result = page.evaluate("(ctx) => axe.run(ctx || document, {resultTypes: ['violations']})", context)
+        bad = [v for v in result["violations"] if v["impact"] in ("serious", "critical")]
+        report = "\n".join(f"{v['impact']}: {v['id']} ({v['help']}) at "
+                           + ", ".join(" ".join(node["target"]) for node in v["nodes"][:5]) for v in bad)
+        assert not bad, f"axe-core on {page.url}:\n{report}"
+        return result["violations"]
+
+    return check

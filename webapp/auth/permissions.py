@@ -112,6 +112,11 @@ def domains_for_new_jobs(user):
 
 # --- what a user may do ----------------------------------------------------------------------
 
+def can_administer(user) -> bool:
+    """Users, domains and settings: superadmins only; to anyone else those pages do not exist."""
+    return user.is_authenticated and user.role == Role.SUPERADMIN
+
+
 def can_manage_queues(user) -> bool:
     """Pause, resume and clear queues, and cancel what waits in them: they serve every domain,
     so only those responsible for the installation."""

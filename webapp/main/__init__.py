@@ -28,6 +28,13 @@ def init_app(app):
         return response
 
     @app.context_processor
+    def permissions():
+        from webapp.auth.permissions import can_administer, can_manage_queues, can_use_support
+
+        return {"can_administer": can_administer, "can_manage_queues": can_manage_queues,
+                "can_use_support": can_use_support}
+
+    @app.context_processor
     def server_time():
         tz = ZoneInfo(current_app.config["TIMEZONE"])
         return {"server_now": datetime.now(tz), "server_tz": current_app.config["TIMEZONE"]}

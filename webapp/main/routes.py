@@ -9,8 +9,8 @@ bp = Blueprint("main", __name__)
 
 @bp.route("/")
 def index():
-    """The console starts at the jobs list."""
-    return redirect(url_for("jobs.list"))
+    """The console starts at the dashboard."""
+    return redirect(url_for("dashboard.index"))
 
 
 @bp.route("/healthz")
