@@ -74,6 +74,12 @@ def read(conn, run_id, last_id="0-0", block_ms=None, count=500):
     return [(entry_id.decode(), _decode(fields)) for entry_id, fields in reply[0][1]]
 
 
+def newest_id(conn, run_id) -> str:
+    """The id of the stream's last entry, "0-0" when it has none (yet, or any longer)."""
+    newest = conn.xrevrange(STREAM.format(run_id), count=1)
+    return newest[0][0].decode() if newest else "0-0"
+
+
 def all_lines(conn, run_id):
     """Every log line still in the stream (used to save the log of a run whose worker died)."""
     entries, last = [], "-"

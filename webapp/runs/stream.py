@@ -16,20 +16,17 @@ get only the lines it has not seen from the database's copy.
 """
 import json
 import re
-import time
 from dataclasses import dataclass
-
-from redis.exceptions import RedisError
 
 from flask import current_app, render_template
 from sqlalchemy import select
 
-from webapp.execution import livelog
 from webapp.extensions import db
 from webapp.models import Run, RunLogLine
-from webapp.runs import logs
+from webapp.runs import fanout, logs
 
 KEEPALIVE_MS = 15000
+KEEPALIVE = b": keep-alive\n\n"
 END_ID = "end"
 _UINT64 = 2**64 - 1  # the largest part of a Redis stream id
 _MAX_SEQ = 10**9
@@ -76,7 +73,10 @@ def _end(status: str) -> str:
 
 
 def events(run_id: int, conn, resume: Resume = Resume(), block_ms: int = KEEPALIVE_MS):
-    """Yield SSE text until the run ends. Runs inside the request's app context."""
+    """Yield SSE text until the run ends. Runs inside the request's app context.
+
+    Live entries come from the run's shared feed (webapp/runs/fanout.py): one Redis reader per
+    run and process, whatever the number of viewers, and each event encoded once for them all."""
     run = db.session.get(Run, run_id)
     if resume.ended:
         yield _end(run.status)
@@ -85,38 +85,47 @@ def events(run_id: int, conn, resume: Resume = Resume(), block_ms: int = KEEPALI
         yield from _replay(run, resume.after_seq)
         return
     db.session.remove()  # hold no database connection while waiting on Redis
-    last_id, seq = resume.entry_id, resume.after_seq
-    while True:
-        try:
-            entries = livelog.read(conn, run_id, last_id, block_ms=block_ms)
-        except RedisError:  # Redis restarting: keep the page's connection and try again
-            time.sleep(1)
-            entries = []
-        if not entries:
-            if _is_over(run_id):  # the stream expired or Redis was emptied after the end
+    seq = resume.after_seq
+    with fanout.Watch(fanout.hub(conn, _is_over), run_id, resume.entry_id) as watch:
+        while True:
+            entries = watch.next(block_ms / 1000)
+            if entries is None:  # the stream expired or Redis was emptied after the end
                 yield from _replay(db.session.get(Run, run_id), seq)
                 return
-            yield ": keep-alive\n\n"
-            continue
-        for entry_id, fields in entries:
-            last_id = entry_id
-            kind = fields.get("t")
-            if kind == "line":
-                if int(fields["seq"]) <= seq:
-                    continue  # sent before the reconnect
-                seq = int(fields["seq"])
-                yield sse("line", render_line({"seq": fields["seq"], "at": fields["at"], "level": fields["level"],
-                                               "message": fields["msg"]}), f"{entry_id}/{seq}")
-            elif kind == "progress":
-                yield sse("progress", render_progress(fields["p"], fields["msg"]), f"{entry_id}/{seq}")
-            elif kind == "status":
-                yield sse("status", json.dumps({"status": fields["status"]}), f"{entry_id}/{seq}")
-            elif kind == "end":
-                # The database has the whole log by now: lines that never reached Redis follow.
-                events, _ = _stored_lines(run_id, seq)
-                yield from events
-                yield _end(fields["status"])
-                return
+            if not entries:
+                yield KEEPALIVE
+                continue
+            chunks = []
+            for entry in entries:
+                kind = entry.fields.get("t")
+                if kind == "line":
+                    if int(entry.fields["seq"]) <= seq:
+                        continue  # sent before the reconnect
+                    seq = int(entry.fields["seq"])
+                    chunks.append(entry.event(seq, lambda: _live_line(entry, seq)))
+                elif kind in ("progress", "status"):
+                    chunks.append(entry.event(seq, lambda: _live_state(entry, seq)))
+                elif kind == "end":
+                    # The database has the whole log by now: lines that never reached Redis follow.
+                    stored, _ = _stored_lines(run_id, seq)
+                    yield b"".join(chunks) + "".join([*stored, _end(entry.fields["status"])]).encode()
+                    return
+            if chunks:
+                yield b"".join(chunks)
+
+
+def _live_line(entry, seq) -> bytes:
+    fields = entry.fields
+    return sse("line", render_line({"seq": fields["seq"], "at": fields["at"], "level": fields["level"],
+                                    "message": fields["msg"]}), f"{entry.id}/{seq}").encode()
+
+
+def _live_state(entry, seq) -> bytes:
+    """A progress or status entry; its id carries the seq of the viewer's last line."""
+    fields = entry.fields
+    if fields["t"] == "progress":
+        return sse("progress", render_progress(fields["p"], fields["msg"]), f"{entry.id}/{seq}").encode()
+    return sse("status", json.dumps({"status": fields["status"]}), f"{entry.id}/{seq}").encode()
 
 
 def _is_over(run_id) -> bool:
