@@ -1,15 +1,14 @@
+"""The jobs list: find, sort, filter and act on many jobs at once (the job page is in page.py)."""
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from webapp.auth.permissions import get_job_or_404, jobs_query
+from webapp import presenters
+from webapp.auth.permissions import jobs_query
 from webapp.execution import dispatch
 from webapp.extensions import db
-from webapp.jobs import editing, queries
-from webapp import presenters
 from webapp.forms import ConfirmForm
-from webapp.jobs.forms import RunNowForm, job_form, plan_preview_of
-from webapp.jobtypes import registry
-from webapp.models import Job, Run, Trigger
+from webapp.jobs import editing, queries
+from webapp.models import Job, Trigger
 from webapp.pagination import paginate
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
@@ -38,40 +37,6 @@ def list():
     return render_template("jobs/list.html", **context)
 
 
-@bp.route("/<int:job_id>")
-def detail(job_id):
-    """One job: its settings, its plan with the next fire times, and its runs."""
-    job = get_job_or_404(current_user, job_id)
-    status = request.args.get("status", "")
-    runs = paginate(queries.job_runs_query(current_user, job.id, status), queries.RUN_SORTS, "id", "desc",
-                    tiebreak=None)
-    context = dict(job=job, runs=runs, status=status, form=RunNowForm(), confirm=ConfirmForm(),
-                   job_type=presenters.job_type(job), upcoming=presenters.upcoming_fires(job))
-    if request.htmx and request.htmx.target == "runs-table":
-        return render_template("jobs/_runs.html", **context)
-    return render_template("jobs/detail.html", **context)
-
-
-@bp.route("/<int:job_id>/run", methods=["POST"])
-def run_now(job_id):
-    """Queue a run of the job now (it waits if one is already running) and show it."""
-    job = get_job_or_404(current_user, job_id)
-    form = RunNowForm()  # CSRFProtect has already checked the token of every POST
-    if not form.validate():
-        flash(f"Not started: {' '.join(form.args.errors)}", "error")
-        return redirect(url_for("jobs.detail", job_id=job.id))
-    try:
-        run = dispatch.request_run(job, trigger=Trigger.HAND, user=current_user, args=form.args.data or "")
-    except registry.InvalidArguments as exc:
-        flash(f"Not started: {exc}", "error")
-        return redirect(url_for("jobs.detail", job_id=job.id))
-    except dispatch.NotRunnable as exc:
-        flash(str(exc), "error")
-        return redirect(url_for("jobs.detail", job_id=job.id))
-    flash(f"Run #{run.id} of {job.name} is queued.", "success")
-    return redirect(url_for("runs.detail", run_id=run.id))
-
-
 @bp.route("/run", methods=["POST"])
 def run_selected():
     """Run now every job ticked on the list."""
@@ -86,131 +51,3 @@ def run_selected():
         flash(message, "error")
     return redirect(request.referrer if request.referrer and request.referrer.startswith(request.host_url)
                     else url_for("jobs.list"))
-
-
-@bp.route("/<int:job_id>/skip-next", methods=["POST"])
-def skip_next(job_id):
-    """Cancel only the next planned occurrence of the job."""
-    job = get_job_or_404(current_user, job_id)
-    run = dispatch.skip_next_occurrence(job, current_user)
-    flash("The next occurrence is cancelled." if run else "The job has no planned occurrence.",
-          "success" if run else "error")
-    return redirect(url_for("jobs.detail", job_id=job.id))
-
-
-@bp.route("/new", methods=["GET", "POST"])
-def new():
-    """The form for a new job; a valid POST saves and schedules it and opens its page."""
-    saving = _saving()
-    form, params, job_type = job_form(current_user, None, saving)
-    if saving:
-        try:
-            job = editing.create_job(current_user, form.job_input(params, job_type))
-        except editing.InvalidJob as exc:
-            form.show_errors(exc.errors, params)
-            return _render_form(form, params, job_type, None, refused=True), 400
-        flash(f"Job “{job.name}” is saved.", "success")
-        return redirect(url_for("jobs.detail", job_id=job.id))
-    return _render_form(form, params, job_type, None)
-
-
-@bp.route("/<int:job_id>/edit", methods=["GET", "POST"])
-def edit(job_id):
-    """The form to change a job; a system job keeps the name, description and type of its code."""
-    job = get_job_or_404(current_user, job_id)
-    saving = _saving()
-    form, params, job_type = job_form(current_user, job, saving)
-    if saving:
-        try:
-            changed = editing.update_job(current_user, job, form.job_input(params, job_type))
-        except editing.InvalidJob as exc:
-            form.show_errors(exc.errors, params)
-            return _render_form(form, params, job_type, job, refused=True), 400
-        except editing.EditConflict as exc:
-            # Nothing is saved: the form starts again from the settings the other save left.
-            form, params, job_type = job_form(current_user, job, posted=False)
-            return _render_form(form, params, job_type, job, conflict=exc), 409
-        flash(f"Job “{job.name}” is saved." if changed else "Nothing was changed.",
-              "success" if changed else "info")
-        return redirect(url_for("jobs.detail", job_id=job.id))
-    return _render_form(form, params, job_type, job)
-
-
-@bp.route("/new/type-fields", methods=["POST"], defaults={"job_id": None})
-@bp.route("/<int:job_id>/edit/type-fields", methods=["POST"])
-def type_fields(job_id):
-    """HTMX: the parameter and plan fields of the job type just chosen."""
-    return _form_fragment(job_id, "jobs/_type_fields.html")
-
-
-@bp.route("/new/plan-fields", methods=["POST"], defaults={"job_id": None})
-@bp.route("/<int:job_id>/edit/plan-fields", methods=["POST"])
-def plan_fields(job_id):
-    """HTMX: the fields of the schedule kind just chosen, with their fire times."""
-    return _form_fragment(job_id, "jobs/_plan_fields.html")
-
-
-@bp.route("/plan-preview", methods=["POST"], defaults={"job_id": None})
-@bp.route("/<int:job_id>/plan-preview", methods=["POST"])
-def plan_preview(job_id):
-    """HTMX: the next five fire times of the plan as typed (or what is wrong with it)."""
-    return _form_fragment(job_id, "jobs/_plan_preview.html")
-
-
-@bp.route("/<int:job_id>/remove", methods=["POST"])
-def remove(job_id):
-    """Take the job off its plan; it stays listed and can be restored."""
-    job = get_job_or_404(current_user, job_id)
-    running = db.session.scalar(Run.active_for(job.id).limit(1))
-    note = f" Run #{running.id} goes on." if running is not None else ""
-    return _act(job, editing.remove_job, f"“{job.name}” is removed: it no longer runs on its plan.{note}")
-
-
-@bp.route("/<int:job_id>/restore", methods=["POST"])
-def restore(job_id):
-    """Put a removed job back on its plan."""
-    job = get_job_or_404(current_user, job_id)
-    return _act(job, editing.restore_job, f"“{job.name}” is restored and runs on its plan again.")
-
-
-@bp.route("/<int:job_id>/delete", methods=["POST"])
-def delete(job_id):
-    """Delete the job (not a system job); its runs' files and its audit trail stay."""
-    job = get_job_or_404(current_user, job_id)
-    return _act(job, editing.delete_job, f"“{job.name}” is deleted. The files of its runs stay in the archive.",
-                then=url_for("jobs.list"))
-
-
-def _act(job, action, done, then=None):
-    try:
-        action(current_user, job)
-    except editing.NotAllowed as exc:
-        flash(str(exc), "error")
-        return redirect(url_for("jobs.detail", job_id=job.id))
-    flash(done, "success")
-    return redirect(then or url_for("jobs.detail", job_id=job.id))
-
-
-def _saving() -> bool:
-    """A POST of the form's save button (not of a no-JavaScript "show the fields" button)."""
-    return request.method == "POST" and "refresh" not in request.form
-
-
-def _form_fragment(job_id, template):
-    job = get_job_or_404(current_user, job_id) if job_id is not None else None
-    form, params, job_type = job_form(current_user, job)
-    return render_template(template, **_form_context(form, params, job_type, job))
-
-
-def _render_form(form, params, job_type, job, refused=False, conflict=None):
-    return render_template("jobs/form.html", refused=refused, conflict=conflict,
-                           **_form_context(form, params, job_type, job))
-
-
-def _form_context(form, params, job_type, job):
-    key = {"job_id": job.id} if job is not None else {}
-    return dict(form=form, params=params, job_type=job_type, job=job, preview=plan_preview_of(form, job_type, job),
-                type_fields_url=url_for("jobs.type_fields", **key),
-                plan_fields_url=url_for("jobs.plan_fields", **key),
-                preview_url=url_for("jobs.plan_preview", **key))
-

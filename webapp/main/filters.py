@@ -40,6 +40,9 @@ def job_type_label(key):
 
 def init_app(app):
     app.add_template_global(job_type_label)
+    from webapp.audit.diff import changes
+
+    app.add_template_global(changes, "audit_changes")
     app.add_template_filter(localtime)
     app.add_template_filter(duration)
     app.add_template_filter(filesize)
