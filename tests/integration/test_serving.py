@@ -180,6 +180,13 @@ def timed_get(port, path, cookie=None) -> float:
     return time.monotonic() - started
 
 
+def blocked_reads() -> int:
+    """Connections waiting in a blocking XREAD on our Redis."""
+    from webapp.extensions import redis_client
+
+    return sum(1 for client in redis_client.conn.client_list() if client["cmd"] == "xread" and "b" in client["flags"])
+
+
 def test_pages_answer_and_every_live_log_gets_lines_with_many_open(ctx, server, worker, viewers):
     admin = make_user()
     job = make_job(params={"duration": 60, "lines_per_second": 5})
@@ -187,6 +194,8 @@ def test_pages_answer_and_every_live_log_gets_lines_with_many_open(ctx, server, 
     cookie = sign_in(server.port, admin.username)
 
     open_viewers(server, cookie, run.id, viewers)
+    # One Redis reader per run and web process, whatever the number of viewers.
+    assert blocked_reads() <= 2  # WEB_CONCURRENCY
     # With a thread per stream, the streams took every thread and no page answered at all.
     for _ in range(5):
         assert timed_get(server.port, "/login") < 2
