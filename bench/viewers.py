@@ -15,8 +15,10 @@ form and then, with that session cookie:
   pages     one thread requests GET /login (not signed in) and GET /jobs/ (signed in, 1,000 jobs)
             in turn, each on a new connection with a --timeout; first for 10 s with no viewer, then
             all through the viewers' time. An answer that does not come in time is "no answer".
-  viewers   --viewers threads each open GET /runs/<id>/stream (server-sent events, spread over the
-            runs) and read it for --seconds. A viewer that got no byte of an answer by the end
+  viewers   --viewers connections each open GET /runs/<id>/stream (server-sent events, spread over
+            the runs, all at once) and read it for --seconds, all in one client thread that reads
+            each connection as its data arrives (a thread per viewer made the client's own
+            scheduling part of the delays). A viewer that got no byte of an answer by the end
             counts as "no byte". For each `line` event produced after the viewer connected:
             delay = time received - the instant the line entered the run's Redis stream (the
             stream entry id, in ms; the line's own `at` instead when the event carries it with
@@ -28,9 +30,12 @@ Client threads use only the standard library (http.client); all traffic stays on
 client shares the machine's CPUs with the server, workers and Redis, so the delays include its
 own scheduling.
 """
+import codecs
 import http.client
 import re
+import selectors
 import shlex
+import socket
 import sys
 import threading
 import time
@@ -115,70 +120,127 @@ class PageTimer(threading.Thread):
         self.join(self.timeout + 5)
 
 
-class Viewer(threading.Thread):
-    """One open live log: reads server-sent events until stopped, timing each new line."""
+class Viewer:
+    """One open live log, read by the Viewers thread: the time of its answer and of each new line."""
 
-    def __init__(self, port, cookie, run_id):
-        super().__init__(daemon=True)
-        self.port, self.cookie, self.run_id = port, cookie, run_id
-        self.conn = None
+    def __init__(self, run_id):
+        self.run_id = run_id
+        self.sock = None
         self.opened = self.first_byte = None
-        self.delays = []
+        self.delays = []  # (instant the line was written, delay)
         self.backlog = 0  # lines written before this viewer connected
         self.status = None
         self.error = None
-        self.stopping = False
+        self.raw = b""  # received, not parsed yet
+        self.head = True  # the response head is still coming
+        self.chunked = False
+        self.chunk_left = self.skip = 0  # data bytes left in the current chunk; CRLF bytes after it
+        self.text = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.body = ""  # event-stream text not parsed yet
 
-    def run(self):
-        self.conn = http.client.HTTPConnection(HOST, self.port, timeout=600)
-        self.opened = time.time()
-        try:
-            self.conn.request("GET", f"/runs/{self.run_id}/stream",
-                              headers={"Cookie": self.cookie, "Accept": "text/event-stream"})
-            response = self.conn.getresponse()
-            self.first_byte = time.time()
-            self.status = response.status
-            self._read(response)
-        except (OSError, http.client.HTTPException, ValueError) as exc:
-            if not self.stopping:
-                self.error = f"{type(exc).__name__}: {exc}"
-
-    def _read(self, response):
-        event, entry_id, data = None, None, []
-        while True:
-            raw = response.readline()
-            if not raw:
+    def received(self, data, now):
+        self.raw += data
+        if self.head:
+            end = self.raw.find(b"\r\n\r\n")
+            if end < 0:
                 return
-            line = raw.decode(errors="replace").rstrip("\r\n")
+            head, self.raw = self.raw[:end].decode("latin-1"), self.raw[end + 4:]
+            self.head, self.first_byte = False, now
+            self.status = int(head.split(None, 2)[1])
+            self.chunked = "\r\ntransfer-encoding: chunked" in head.lower()
+        self.body += self.text.decode(self._unchunked())
+        while "\n\n" in self.body:
+            block, self.body = self.body.split("\n\n", 1)
+            self._event(block, now)
+
+    def _unchunked(self) -> bytes:
+        if not self.chunked:
+            data, self.raw = self.raw, b""
+            return data
+        data = []
+        while self.raw:
+            if self.chunk_left:
+                part = self.raw[:self.chunk_left]
+                data.append(part)
+                self.raw, self.chunk_left = self.raw[len(part):], self.chunk_left - len(part)
+                self.skip = 0 if self.chunk_left else 2
+            elif self.skip:
+                skipped = min(self.skip, len(self.raw))
+                self.raw, self.skip = self.raw[skipped:], self.skip - skipped
+            else:
+                end = self.raw.find(b"\r\n")
+                if end < 0:
+                    break
+                self.chunk_left = int(self.raw[:end].split(b";")[0], 16)
+                self.raw = self.raw[end + 2:] if self.chunk_left else b""  # a last chunk: the end
+        return b"".join(data)
+
+    def _event(self, block, now):
+        event, entry_id, data = None, None, []
+        for line in block.split("\n"):
+            line = line.rstrip("\r")
             if line.startswith("event:"):
                 event = line[6:].strip()
             elif line.startswith("id:"):
                 entry_id = line[3:].strip()
             elif line.startswith("data:"):
                 data.append(line[5:].lstrip())
-            elif line == "":
-                if event == "line":
-                    self._line(entry_id, "\n".join(data), time.time())
-                elif event == "end":
-                    return
-                event, entry_id, data = None, None, []
+        if event == "line":
+            at = line_instant(entry_id, "\n".join(data))
+            if at is None:
+                return
+            if at < self.opened:
+                self.backlog += 1
+            else:
+                self.delays.append((at, now - at))
 
-    def _line(self, entry_id, html, received):
-        at = line_instant(entry_id, html)
-        if at is None:
-            return
-        if at < self.opened:
-            self.backlog += 1
-        else:
-            self.delays.append(received - at)
+
+class Viewers(threading.Thread):
+    """Every viewer's connection, read in this one thread as data arrives (selectors): with a
+    thread each, hundreds of client threads competing for the interpreter would add their own
+    waits to the delays measured."""
+
+    def __init__(self, port, cookie, viewers):
+        super().__init__(daemon=True)
+        self.port, self.viewers = port, viewers
+        self.request = {}
+        for run_id in {viewer.run_id for viewer in viewers}:
+            self.request[run_id] = (f"GET /runs/{run_id}/stream HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+                                    f"Cookie: {cookie}\r\nAccept: text/event-stream\r\n\r\n").encode()
+        self.stopping = threading.Event()
+
+    def run(self):
+        selector = selectors.DefaultSelector()
+        for viewer in self.viewers:
+            try:
+                viewer.sock = socket.create_connection((HOST, self.port), timeout=10)
+                viewer.opened = time.time()
+                viewer.sock.sendall(self.request[viewer.run_id])
+                viewer.sock.setblocking(False)
+                selector.register(viewer.sock, selectors.EVENT_READ, viewer)
+            except OSError as exc:
+                viewer.error = f"{type(exc).__name__}: {exc}"
+        while not self.stopping.is_set():
+            for key, _ in selector.select(0.2):
+                viewer = key.data
+                try:
+                    data = viewer.sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    data, viewer.error = b"", f"{type(exc).__name__}: {exc}"
+                if data:
+                    viewer.received(data, time.time())
+                else:  # the server ended the stream
+                    selector.unregister(viewer.sock)
+        selector.close()
+        for viewer in self.viewers:
+            if viewer.sock is not None:
+                viewer.sock.close()
 
     def stop(self):
-        self.stopping = True
-        if self.conn is not None and self.conn.sock is not None:
-            try:
-                self.conn.sock.shutdown(2)
-            except OSError:
-                pass
+        self.stopping.set()
+        self.join(10)
 
 
 def line_instant(entry_id, html) -> float | None:
@@ -327,16 +389,13 @@ def bench(options, env):
     quiet.stop()
 
     timer = PageTimer(port, cookie, options.timeout)
-    viewers = [Viewer(port, cookie, run_ids[n % len(run_ids)]) for n in range(options.viewers)]
+    viewers = [Viewer(run_ids[n % len(run_ids)]) for n in range(options.viewers)]
+    reader = Viewers(port, cookie, viewers)
     timer.start()
-    for viewer in viewers:
-        viewer.start()
+    reader.start()
     time.sleep(options.seconds)
-    for viewer in viewers:
-        viewer.stop()
+    reader.stop()
     timer.stop()
-    for viewer in viewers:
-        viewer.join(5)
     memory.stop()
     end_mb = memory.sample()
     web_processes = memory.samples[-1][2]
@@ -347,7 +406,9 @@ def bench(options, env):
     no_byte = [v for v in viewers if v.first_byte is None]
     refused = [v for v in viewers if v.status not in (None, 200)]
     waits = [v.first_byte - v.opened for v in viewers if v.first_byte is not None]
-    delays = [d for v in viewers for d in v.delays]
+    delays = [d for v in viewers for _, d in v.delays]
+    all_answered = max((v.first_byte for v in viewers if v.first_byte is not None), default=None)
+    steady = [d for v in viewers for at, d in v.delays if all_answered is not None and at >= all_answered]
     print(f"\nViewers: {len(viewers) - len(no_byte)} of {len(viewers)} got an answer, {len(no_byte)} got no byte"
           f"{f', {len(refused)} answered other than 200' if refused else ''}; time to the answer p50 "
           f"{ms(percentile(waits, 50))} ms, p95 {ms(percentile(waits, 95))} ms, max {ms(max(waits, default=None))} ms.")
@@ -357,6 +418,9 @@ def bench(options, env):
     print(f"Live lines: {len(delays):,} received after their viewer connected ({sum(v.backlog for v in viewers):,} "
           f"older ones replayed); delay p50 {ms(percentile(delays, 50))} ms, p95 {ms(percentile(delays, 95))} ms, "
           f"p99 {ms(percentile(delays, 99))} ms, max {ms(max(delays, default=None))} ms.")
+    print(f"  of which {len(steady):,} written after every viewer had its answer (no connection opening "
+          f"meanwhile): p50 {ms(percentile(steady, 50))} ms, p95 {ms(percentile(steady, 95))} ms, "
+          f"p99 {ms(percentile(steady, 99))} ms, max {ms(max(steady, default=None))} ms.")
     peak = max(total for _, total, _ in memory.samples)
     print(f"Web memory (RSS, gunicorn master + workers, {web_processes} processes): before the viewers "
           f"{baseline_mb:.0f} MB, peak {peak:.0f} MB, at the end {end_mb:.0f} MB.")
