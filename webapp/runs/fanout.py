@@ -165,6 +165,8 @@ class Feed:
     def _add(self, entries: list[Entry]) -> bool:
         """Put read entries in the buffer and wake the viewers; whether the run's end was among them."""
         ended = any(entry.fields.get("t") == "end" for entry in entries)
+        if ended:
+            self.hub.forget(self)  # a viewer who comes now gets a reader of its own, not this ending one
         with self.cond:
             self.entries += entries
             self.keys += [entry.key for entry in entries]
@@ -178,6 +180,7 @@ class Feed:
         return ended
 
     def _mark_over(self):
+        self.hub.forget(self)
         with self.cond:
             self.over = True
 
