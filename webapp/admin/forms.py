@@ -1,0 +1,144 @@
+"""Forms of the admin pages; each message sits next to its field."""
+import re
+from urllib.parse import urlsplit
+
+from flask_wtf import FlaskForm
+from wtforms import IntegerField, PasswordField, SelectField, SelectMultipleField, StringField
+from wtforms.validators import DataRequired, EqualTo, InputRequired, Length, NumberRange, Optional, ValidationError
+from wtforms.widgets import CheckboxInput, ListWidget
+
+from webapp.mail_addresses import valid_recipients
+from webapp.models import Role
+from webapp.models.accounts import ROLE_LABELS
+
+MIN_PASSWORD = 8
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
+ROLE_CHOICES = [(role.value, ROLE_LABELS[role]) for role in Role]
+SIGN_IN_ROLE_CHOICES = [(value, label) for value, label in ROLE_CHOICES if value != Role.SYSTEM]
+
+
+class CheckboxesField(SelectMultipleField):
+    """Several choices as a list of check boxes."""
+
+    widget = ListWidget(prefix_label=False)
+    option_widget = CheckboxInput()
+
+
+def _optional_int(value):
+    return int(value) if value not in (None, "", "None") else None
+
+
+def one_address(form, field):
+    """A single valid email address (webapp/mail_addresses.py decides what is one)."""
+    text = (field.data or "").strip()
+    if not text:
+        return
+    try:
+        addresses = valid_recipients(text)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+    if len(addresses) != 1:
+        raise ValidationError("Give one email address.")
+    field.data = addresses[0]
+
+
+class _Profile(FlaskForm):
+    email = StringField("Email", validators=[Optional(), Length(max=254), one_address],
+                        description="Optional; shown to other administrators.")
+    role = SelectField("Role", choices=ROLE_CHOICES, validators=[DataRequired()])
+    domain_id = SelectField("Domain", coerce=_optional_int, validate_choice=True,
+                            description="A domain administrator manages the jobs of this domain and those below it.")
+    supervised = CheckboxesField("Supervised domains", coerce=int,
+                                 description="A system administrator sees the jobs of these domains and those below them.")
+
+    def set_domains(self, nodes):
+        """Choices from admin.domains.flat(tree()): indented by depth."""
+        labels = [(node.domain.id, "\u00a0\u00a0" * node.depth + node.domain.name) for node in nodes]
+        self.domain_id.choices = [(None, "— none —")] + labels
+        self.supervised.choices = labels
+        return self
+
+    def validate_domain_id(self, field):
+        if self.role.data == Role.DOMAIN_ADMIN and field.data is None:
+            raise ValidationError("A domain administrator needs a domain.")
+
+
+def _password_fields(required: bool):
+    first = [DataRequired() if required else Optional(), Length(min=MIN_PASSWORD, max=200,
+             message=f"Use {MIN_PASSWORD} to 200 characters.")]
+    return (PasswordField("Password", validators=first, description=f"At least {MIN_PASSWORD} characters."),
+            PasswordField("Repeat the password", validators=[EqualTo("password", message="The two passwords differ.")]))
+
+
+class UserCreateForm(_Profile):
+    username = StringField("User name", validators=[DataRequired(), Length(max=80)],
+                           description="Letters, digits and . _ @ - ; it cannot be changed later.")
+    password, confirm = _password_fields(required=False)
+
+    def validate_username(self, field):
+        if not USERNAME.match(field.data.strip()):
+            raise ValidationError("Use letters, digits and . _ @ - only, starting with a letter or digit.")
+        field.data = field.data.strip()
+
+    def validate_password(self, field):
+        if self.role.data != Role.SYSTEM and not field.data:
+            raise ValidationError("Give a password (a system account needs none: it uses API tokens).")
+
+
+class UserEditForm(_Profile):
+    pass
+
+
+class PasswordForm(FlaskForm):
+    password, confirm = _password_fields(required=True)
+
+
+class TokenForm(FlaskForm):
+    name = StringField("Token name", validators=[DataRequired(message="Name the token after what will use it."),
+                                                 Length(max=80)],
+                       description="What will use it, for example “nightly export script”.")
+
+
+class DomainForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(message="Give the domain a name."), Length(max=120)])
+    # Any domain id is taken here: domains.update says why a domain cannot be the parent.
+    parent_id = SelectField("Under", coerce=_optional_int, validate_choice=False,
+                            description="The domain it belongs to; none for a top-level domain.")
+
+    def set_parents(self, nodes):
+        self.parent_id.choices = [(None, "— top level —")] + [
+            (node.domain.id, "\u00a0\u00a0" * node.depth + node.domain.name) for node in nodes]
+        return self
+
+
+def web_address(form, field):
+    """An absolute http or https address of the console, without query or fragment."""
+    text = (field.data or "").strip().rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError("Give an address starting with http:// or https://, for example https://jobs.example.org.")
+    if parts.query or parts.fragment or " " in text:
+        raise ValidationError("The address cannot have spaces, a query (?…) or a fragment (#…).")
+    try:
+        parts.port
+    except ValueError:
+        raise ValidationError("The port is not a number between 0 and 65535.") from None
+    field.data = text
+
+
+class SettingsForm(FlaskForm):
+    retention_days = IntegerField("Keep run history for (days)", validators=[
+        InputRequired(message="Give a number of days."),
+        NumberRange(min=1, max=36_500, message="Give a number of days from 1 to 36500.")],
+        description="Finished runs, their logs and files older than this are purged (exported files of the archive stay).")
+    support_roles = CheckboxesField("Roles allowed on the support page", choices=SIGN_IN_ROLE_CHOICES,
+                                    description="The support page runs scripts: keep it to the people who must.")
+    report_sender = StringField("Sender of run reports", validators=[
+        DataRequired(message="Give the address run reports are sent from."), Length(max=254), one_address])
+    base_url = StringField("Address of the console", validators=[
+        DataRequired(message="Give the address people reach the console at."), Length(max=300), web_address],
+        description="Links in emails start with it.")
+
+    def validate_support_roles(self, field):
+        if Role.SUPERADMIN.value not in (field.data or []):
+            raise ValidationError("Superadmins always keep the support page: tick Superadmin.")
