@@ -1,7 +1,17 @@
-from flask import Blueprint, render_template
-from flask_login import login_required
+"""The page after sign-in: what runs now, what failed, what fires next, the last 24 hours."""
+from flask import Blueprint, render_template, request
+from flask_login import current_user, login_required
+
+from webapp.charts import Bar, stacked_bars
+from webapp.dashboard import queries
+from webapp.main.filters import localtime
+from webapp.models.runs import STATUS_LABELS
+from webapp.models.types import utcnow
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
+
+POLL_ACTIVE, POLL_IDLE = 3, 15  # seconds between refreshes of the live panel
+CHANGED = "dashboard-changed"  # the event that makes the summary refresh itself
 
 
 @bp.before_request
@@ -13,4 +23,41 @@ def _signed_in():
 @bp.route("/")
 def index():
     """Runs in progress, counts of the last 24 hours, next fires and recent failures."""
-    return render_template("dashboard/index.html")
+    return render_template("dashboard/index.html", **_live(), **_summary())
+
+
+@bp.route("/live")
+def live():
+    """The panel of runs in progress, polled while the page is open; when the runs in progress
+    differ from those the page showed (`seen`), the summary is told to refresh too."""
+    context = _live()
+    response = render_template("dashboard/_live.html", **context)
+    seen = request.args.get("seen", "")
+    if seen != context["seen"]:
+        return response, 200, {"HX-Trigger": CHANGED}
+    return response
+
+
+@bp.route("/summary")
+def summary():
+    """Counts of the last 24 hours, the chart, the next fires and the latest failures."""
+    return render_template("dashboard/_summary.html", **_summary())
+
+
+def _live() -> dict:
+    runs = queries.live_runs(current_user)
+    active = queries.active_counts(current_user)
+    busy = any(active.values())
+    return dict(live_runs=runs, active=active, now=utcnow(), poll=POLL_ACTIVE if busy else POLL_IDLE,
+                seen=",".join(str(live.run.id) for live in runs) + f";{active['queued']}")
+
+
+def _summary() -> dict:
+    now = utcnow()
+    hours = queries.hourly(current_user, now)
+    bars = [Bar(localtime(start, "%H:00"), [(status, counts.get(status, 0)) for status in queries.CHART_STATUSES])
+            for start, counts in hours]
+    chart = stacked_bars(bars, title="Runs per hour over the last 24 hours, by status", label_every=3)
+    return dict(counts=queries.status_counts(current_user, now), hours=hours, chart=chart,
+                statuses=queries.CHART_STATUSES, next_fires=queries.next_fires(current_user),
+                failures=queries.latest_failures(current_user), labels=STATUS_LABELS)
