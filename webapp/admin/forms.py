@@ -3,18 +3,22 @@ import re
 from urllib.parse import urlsplit
 
 from flask_wtf import FlaskForm
+from sqlalchemy import func, select
 from wtforms import IntegerField, PasswordField, SelectField, SelectMultipleField, StringField
-from wtforms.validators import DataRequired, EqualTo, InputRequired, Length, NumberRange, Optional, ValidationError
+from wtforms.fields.choices import SelectChoice as Choice
+from wtforms.validators import (DataRequired, EqualTo, InputRequired, Length, NumberRange, Optional, StopValidation,
+                                ValidationError)
 from wtforms.widgets import CheckboxInput, ListWidget
 
+from webapp.extensions import db
 from webapp.mail_addresses import valid_recipients
-from webapp.models import Role
+from webapp.models import Role, User
 from webapp.models.accounts import ROLE_LABELS
 
 MIN_PASSWORD = 8
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
-ROLE_CHOICES = [(role.value, ROLE_LABELS[role]) for role in Role]
-SIGN_IN_ROLE_CHOICES = [(value, label) for value, label in ROLE_CHOICES if value != Role.SYSTEM]
+ROLE_CHOICES = [Choice(role.value, ROLE_LABELS[role]) for role in Role]
+SIGN_IN_ROLE_CHOICES = [choice for choice in ROLE_CHOICES if choice.value != Role.SYSTEM]
 
 
 class CheckboxesField(SelectMultipleField):
@@ -53,8 +57,8 @@ class _Profile(FlaskForm):
 
     def set_domains(self, nodes):
         """Choices from admin.domains.flat(tree()): indented by depth."""
-        labels = [(node.domain.id, "\u00a0\u00a0" * node.depth + node.domain.name) for node in nodes]
-        self.domain_id.choices = [(None, "— none —")] + labels
+        labels = [Choice(str(node.domain.id), "\u00a0\u00a0" * node.depth + node.domain.name) for node in nodes]
+        self.domain_id.choices = [Choice("", "— none —")] + labels
         self.supervised.choices = labels
         return self
 
@@ -63,8 +67,17 @@ class _Profile(FlaskForm):
             raise ValidationError("A domain administrator needs a domain.")
 
 
+def _password_unless_system(form, field):
+    """On the new-user form: a password for everyone but a system account (it uses API tokens)."""
+    if not field.data:
+        field.errors[:] = []
+        if form.role.data == Role.SYSTEM:
+            raise StopValidation()
+        raise StopValidation("Give a password (a system account needs none: it uses API tokens).")
+
+
 def _password_fields(required: bool):
-    first = [DataRequired() if required else Optional(), Length(min=MIN_PASSWORD, max=200,
+    first = [DataRequired() if required else _password_unless_system, Length(min=MIN_PASSWORD, max=200,
              message=f"Use {MIN_PASSWORD} to 200 characters.")]
     return (PasswordField("Password", validators=first, description=f"At least {MIN_PASSWORD} characters."),
             PasswordField("Repeat the password", validators=[EqualTo("password", message="The two passwords differ.")]))
@@ -76,13 +89,12 @@ class UserCreateForm(_Profile):
     password, confirm = _password_fields(required=False)
 
     def validate_username(self, field):
-        if not USERNAME.match(field.data.strip()):
+        name = field.data.strip()
+        if not USERNAME.match(name):
             raise ValidationError("Use letters, digits and . _ @ - only, starting with a letter or digit.")
-        field.data = field.data.strip()
-
-    def validate_password(self, field):
-        if self.role.data != Role.SYSTEM and not field.data:
-            raise ValidationError("Give a password (a system account needs none: it uses API tokens).")
+        if db.session.scalar(select(User.id).where(func.lower(User.username) == name.lower())) is not None:
+            raise ValidationError(f"There is already a user named “{name}”.")
+        field.data = name
 
 
 class UserEditForm(_Profile):
@@ -106,8 +118,8 @@ class DomainForm(FlaskForm):
                             description="The domain it belongs to; none for a top-level domain.")
 
     def set_parents(self, nodes):
-        self.parent_id.choices = [(None, "— top level —")] + [
-            (node.domain.id, "\u00a0\u00a0" * node.depth + node.domain.name) for node in nodes]
+        self.parent_id.choices = [Choice("", "— top level —")] + [
+            Choice(str(node.domain.id), "\u00a0\u00a0" * node.depth + node.domain.name) for node in nodes]
         return self
 
 
