@@ -52,3 +52,47 @@ def upcoming_fires(job, count: int = 5) -> list[datetime]:
         return [job.next_fire_at] + upcoming(sync.job_plan(job), job.next_fire_at, sync.timezone(), count - 1)
     except (PlanError, registry.UnknownJobType):
         return [job.next_fire_at]
+
+
+LIST_COLUMNS_MAX = 3  # parameters a type view shows when its type declares no columns
+
+
+def declared_list_columns(job_type: registry.JobType | None) -> list[tuple[str, str]]:
+    """(parameter key, label) of the columns a job type declares for its view of the jobs list:
+    `extra={"list_columns": [("directory", "Directory"), ...]}` (an import job's directory)."""
+    if job_type is None:
+        return []
+    return [(str(key), str(label)) for key, label in job_type.extra.get("list_columns", ())]
+
+
+def list_columns(job_type: registry.JobType | None) -> list[tuple[str, str]]:
+    """The extra columns of a job type's view of the jobs list: those it declares, else its
+    first parameters, by their form labels."""
+    if job_type is None:
+        return []
+    declared = declared_list_columns(job_type)
+    if declared:
+        return declared
+    fields = job_type.params().fields
+    return [(name, field.metadata.get("label", name.replace("_", " ").capitalize()))
+            for name, field in list(fields.items())[:LIST_COLUMNS_MAX]]
+
+
+def param_text(job, key: str) -> str:
+    """A job's parameter as a list cell shows it."""
+    value = (job.params or {}).get(key)
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def previous_fire(job, latest_run) -> datetime | None:
+    """When the job last ran, whoever started it (its plan, a person, the API): the later of the
+    fire time its plan recorded and the time its latest run was asked for."""
+    asked = None if latest_run is None else (latest_run.occurrence_at or latest_run.created_at)
+    times = [t for t in (job.prev_fire_at, asked) if t is not None]
+    return max(times) if times else None

@@ -1,41 +1,123 @@
-"""Read models for the job pages: the list with each job's latest run, a job's runs."""
-from sqlalchemy import or_, select
+"""Read models for the job pages: the list (find, status filter, type views, sorts) with each
+job's latest run, and a job's runs."""
+from datetime import date
+
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import contains_eager, joinedload
 
 from webapp.auth.permissions import jobs_query, runs_query
 from webapp.extensions import db
+from webapp.jobs.finding import FIND_MAX, fire_time_clause, like_pattern
+from webapp.jobtypes import registry
 from webapp.models import Domain, Job, Run, RunStatus
+from webapp.presenters import declared_list_columns
+
+NEVER = "never"  # the status filter of jobs that never ran
+# The status filter's toggles, in the order they are shown; a job's status is its latest run's.
+STATUS_FILTERS = (RunStatus.IN_PROGRESS, RunStatus.QUEUED, RunStatus.SUCCEEDED, RunStatus.WARNINGS,
+                  RunStatus.FAILED, RunStatus.CANCELLED, NEVER)
+# Sorting by status puts what needs a look first: failures, then warnings, cancels, what is
+# running or waiting, successes; jobs that never ran come last either way.
+_STATUS_RANK = {RunStatus.FAILED: 1, RunStatus.WARNINGS: 2, RunStatus.CANCELLED: 3, RunStatus.IN_PROGRESS: 4,
+                RunStatus.QUEUED: 5, RunStatus.SUCCEEDED: 6}
+
+
+def _newest(column):
+    """`column` of the job's newest run that did something (skips excluded), per Job row: one
+    index seek on runs (job_id, id), newest first, stopping at the first run not skipped (a
+    max() over the job's runs would read its whole history)."""
+    return (select(column).where(Run.job_id == Job.id, Run.status != RunStatus.SKIPPED)
+            .order_by(Run.id.desc()).limit(1).correlate(Job).scalar_subquery())
 
 
 def latest_runs(job_ids) -> dict[int, Run]:
     """The latest run that did something (skips excluded) of each job."""
     if not job_ids:
         return {}
-    # One index seek per job on runs (job_id, id), newest first, stopping at the first run that
-    # was not skipped: a max() over the job's runs would read its whole history.
-    newest = (select(Run.id).where(Run.job_id == Job.id, Run.status != RunStatus.SKIPPED)
-              .order_by(Run.id.desc()).limit(1).correlate(Job).scalar_subquery())
-    latest = select(newest).select_from(Job).where(Job.id.in_(job_ids))
+    latest = select(_newest(Run.id)).select_from(Job).where(Job.id.in_(job_ids))
     return {run.job_id: run for run in db.session.scalars(select(Run).where(Run.id.in_(latest)))}
 
 
-def job_list_query(user, find: str = ""):
-    query = jobs_query(user).outerjoin(Job.domain).options(contains_eager(Job.domain))  # each row shows its domain
+class NullsLast:
+    """A sort key whose empty values come last in both directions (paginate calls asc/desc)."""
+
+    def __init__(self, expression):
+        self.expression = expression
+
+    def asc(self):
+        return self.expression.asc().nulls_last()
+
+    def desc(self):
+        return self.expression.desc().nulls_last()
+
+
+def job_sorts() -> dict:
+    """Every column of the list, by the key its header puts in ?sort=."""
+    labels = {jt.key: jt.label.lower() for jt in registry.all_types()}
+    plan_kind = Job.plan["kind"].as_string()
+    return {
+        "status": NullsLast(case(_STATUS_RANK, value=_newest(Run.status))),
+        "name": Job.name,
+        # By the label the column shows; a type no longer installed by its stored key.
+        "type": case(labels, value=Job.job_type, else_=Job.job_type) if labels else Job.job_type,
+        "scope": Job.scope,
+        "domain": NullsLast(Domain.name),
+        # By kind; a disabled plan has no schedule and counts as empty.
+        "plan": NullsLast(case((plan_kind == "disabled", None), else_=plan_kind)),
+        "previous": NullsLast(Job.prev_fire_at),
+        "next": NullsLast(Job.next_fire_at),
+    }
+
+
+def list_query(user, find: str = "", statuses=(), *, zone, today: date):
+    """The jobs the user may see, found by `find`, with their latest status in `statuses` (none:
+    any), joined to their domains (a column, a sort and the find box read it)."""
+    query = jobs_query(user).outerjoin(Job.domain)
     if find:
-        like = f"%{find.strip()}%"
-        query = query.where(or_(Job.name.ilike(like), Job.description.ilike(like), Domain.name.ilike(like),
-                                Job.job_type.ilike(like)))
+        query = query.where(find_clause(find, zone, today))
+    if statuses:
+        query = query.where(status_clause(statuses))
     return query
 
 
-JOB_SORTS = {
-    "name": Job.name,
-    "type": Job.job_type,
-    "scope": Job.scope,
-    "domain": Domain.name,
-    "previous": Job.prev_fire_at,
-    "next": Job.next_fire_at,
-}
+def of_type(query, job_type: str = ""):
+    """A list_query's page rows: of `job_type` (empty: any), each with its domain loaded."""
+    query = query.options(contains_eager(Job.domain))
+    return query.where(Job.job_type == job_type) if job_type else query
+
+
+def type_counts(query) -> dict[str, int]:
+    """How many jobs of each type a list_query holds: one query."""
+    counts = query.with_only_columns(Job.job_type, func.count(), maintain_column_froms=True).group_by(Job.job_type)
+    return dict(db.session.execute(counts).all())
+
+
+def find_clause(find: str, zone, today: date):
+    """Name, description, domain, job type (key or label), dataset and the parameters type views
+    show, or a fire time typed as a date or time; % and _ are literal."""
+    text = find.strip()[:FIND_MAX]
+    like = like_pattern(text)
+    found = [Job.name.ilike(like, escape="\\"), Job.description.ilike(like, escape="\\"),
+             Domain.name.ilike(like, escape="\\"), Job.job_type.ilike(like, escape="\\")]
+    by_label = [jt.key for jt in registry.all_types() if text.lower() in jt.label.lower()]
+    if by_label:
+        found.append(Job.job_type.in_(by_label))
+    for key in sorted({"dataset"} | {key for jt in registry.all_types() for key, _ in declared_list_columns(jt)}):
+        found.append(Job.params[key].as_string().ilike(like, escape="\\"))
+    when = fire_time_clause(text, (Job.prev_fire_at, Job.next_fire_at), zone, today)
+    if when is not None:
+        found.append(when)
+    return or_(*found)
+
+
+def status_clause(statuses):
+    """The job's latest run (skips excluded) has one of `statuses`; NEVER: it has none."""
+    latest = _newest(Run.status)
+    real = [status for status in statuses if status != NEVER]
+    clauses = [latest.in_(real)] if real else []
+    if NEVER in statuses:
+        clauses.append(latest.is_(None))
+    return or_(*clauses)
 
 
 def job_runs_query(user, job_id, status: str = ""):

@@ -1,6 +1,14 @@
-"""The jobs list: find, sort, filter and act on many jobs at once (the job page is in page.py)."""
+"""The jobs list: find, filter by status, view by job type, sort, and act on many jobs at once
+(the job page is in page.py)."""
+from __future__ import annotations  # the list view is named `list`
+
+import logging
+from dataclasses import dataclass, field
+
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
+from markupsafe import Markup
+from sqlalchemy import select
 
 from webapp import presenters
 from webapp.auth.permissions import jobs_query
@@ -8,10 +16,22 @@ from webapp.execution import dispatch
 from webapp.extensions import db
 from webapp.forms import ConfirmForm
 from webapp.jobs import editing, queries
-from webapp.models import Job, Trigger
+from webapp.jobs.finding import FIND_MAX
+from webapp.jobtypes import registry
+from webapp.models import Job, Run, Trigger
+from webapp.models.runs import ACTIVE_STATUSES, STATUS_LABELS
+from webapp.models.types import utcnow
 from webapp.pagination import paginate
+from webapp.runs.reads import unread_run_ids
+from webapp.scheduling.sync import timezone
 
+log = logging.getLogger(__name__)
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
+
+STATUS_FILTERS = [(status, STATUS_LABELS.get(status, "Never run")) for status in queries.STATUS_FILTERS]
+TYPE_KEY_MAX = 80  # the column's length
+LINKED_RUNS = 10  # new runs a bulk "Run now" answer links one by one (the rest: the executions page)
+NAMED_JOBS = 10  # jobs a bulk answer names (a flash message lives in the session cookie)
 
 
 @bp.before_request
@@ -25,29 +45,144 @@ def _presenters():
     return {"present": presenters}
 
 
+@dataclass
+class ListState:
+    """What the list shows, all of it in the URL: find text, status toggles, type view, sort, page."""
+
+    find: str = ""
+    statuses: list = field(default_factory=list)
+    job_type: str = ""
+
+    @classmethod
+    def from_args(cls, args) -> "ListState":
+        wanted = set(args.getlist("status"))
+        return cls(find=args.get("q", "").strip()[:FIND_MAX],
+                   statuses=[status for status in queries.STATUS_FILTERS if status in wanted],
+                   job_type=args.get("type", "").strip()[:TYPE_KEY_MAX])
+
+    def args(self) -> dict:
+        """The filters as URL arguments (the pager adds the sort and the page)."""
+        return {key: value for key, value in (("q", self.find), ("status", self.statuses), ("type", self.job_type))
+                if value}
+
+    def url(self, current=None, **changes) -> str:
+        """The list's URL with this state and the sort of the `current` page, `changes` applied
+        (without a page number: a new sort or filter starts at page 1)."""
+        args = {**self.args(), "sort": current.sort if current else None,
+                "dir": current.direction if current else None, **changes}
+        return url_for("jobs.list", **{key: value for key, value in args.items() if value})
+
+
 @bp.route("/")
 def list():
-    """The jobs the user may see, with their latest status and fire times."""
-    find = request.args.get("q", "").strip()
-    page = paginate(queries.job_list_query(current_user, find), queries.JOB_SORTS, "name", tiebreak=Job.id)
+    """The jobs the user may see, with their latest status, log and fire times; found, filtered and sorted."""
+    state = ListState.from_args(request.args)
+    zone = timezone()
+    found = queries.list_query(current_user, state.find, state.statuses, zone=zone,
+                               today=utcnow().astimezone(zone).date())
+    counts = queries.type_counts(found)
+    job_type = registry.get(state.job_type) if registry.is_known(state.job_type) else None
+    columns = presenters.list_columns(job_type) if state.job_type else []
+    sorts = {**queries.job_sorts(), **{f"p.{key}": queries.NullsLast(Job.params[key].as_string())
+                                       for key, _ in columns}}
+    page = paginate(queries.of_type(found, state.job_type), sorts, "name", tiebreak=Job.id)
     latest = queries.latest_runs([job.id for job in page.items])
-    context = dict(page=page, latest=latest, find=find, form=ConfirmForm())
+    context = dict(page=page, latest=latest, unread=unread_run_ids(current_user, latest.values()),
+                   state=state, tabs=_tabs(state, counts), columns=columns, form=ConfirmForm(),
+                   status_filters=STATUS_FILTERS,
+                   ticked={editing.parse_id(i) for i in request.args.getlist("job_id")} - {None},
+                   active=any(run.status in ACTIVE_STATUSES for run in latest.values()))
     if request.htmx and request.htmx.target == "jobs-table":
         return render_template("jobs/_table.html", **context)
     return render_template("jobs/list.html", **context)
 
 
+def _tabs(state: ListState, counts: dict) -> list[tuple[str, str, int]]:
+    """(type key, label, jobs) of the views: All, then each type present by label (and the one
+    asked for, even when nothing is found of it)."""
+    keys = set(counts) | ({state.job_type} if state.job_type else set())
+    labelled = sorted((registry.get(key).label if registry.is_known(key) else key, key) for key in keys)
+    return [("", "All", sum(counts.values()))] + [(key, label, counts.get(key, 0)) for label, key in labelled]
+
+
+def _ticked() -> tuple[list[Job], int]:
+    """The ticked jobs the user may see, and how many ticked ids name no such job (deleted, or
+    of a domain the user may not see: both answer alike)."""
+    ids = {editing.parse_id(value) for value in request.form.getlist("job_id")} - {None}
+    jobs = db.session.scalars(jobs_query(current_user).where(Job.id.in_(ids)).order_by(Job.name)).all() \
+        if ids else []
+    return jobs, len(ids) - len(jobs)
+
+
+def _answer(jobs, missing: int, verb: str):
+    """The flash messages every bulk action shares: nothing ticked, and ticked jobs that are gone."""
+    if not jobs and not missing:
+        flash(f"Tick at least one job to {verb}.", "error")
+    if missing:
+        flash(f"{missing} of the ticked jobs no longer exist{'s' if missing == 1 else ''}: nothing was done "
+              f"to {'it' if missing == 1 else 'them'}.", "error")
+
+
+def _back():
+    """To the list as the user left it (its URL holds the sort, filters and page)."""
+    referrer = request.referrer or ""
+    return redirect(referrer if referrer.startswith(request.host_url) else url_for("jobs.list"))
+
+
 @bp.route("/run", methods=["POST"])
 def run_selected():
-    """Run now every job ticked on the list."""
-    ids = {editing.parse_id(i) for i in request.form.getlist("job_id")} - {None}
-    jobs = db.session.scalars(jobs_query(current_user).where(Job.id.in_(ids))).all() if ids else []
-    started, refused = dispatch.request_runs(jobs, trigger=Trigger.HAND, user=current_user)
-    if not jobs:
-        flash("Tick at least one job to run.", "error")
+    """Run now every job ticked on the list; the answer links each new run."""
+    jobs, missing = _ticked()
+    _answer(jobs, missing, "run")
+    started, refused = dispatch.request_runs(jobs, trigger=Trigger.HAND, user=current_user) if jobs else ([], [])
     if started:
-        flash(f"Queued {len(started)} run(s): " + ", ".join(f"#{i}" for i in started) + ".", "success")
+        flash(_started_message(started), "success")
     for message in refused:
         flash(message, "error")
-    return redirect(request.referrer if request.referrer and request.referrer.startswith(request.host_url)
-                    else url_for("jobs.list"))
+    return _back()
+
+
+def _started_message(run_ids: list[int]) -> Markup:
+    names = dict(db.session.execute(select(Run.id, Job.name).join(Run.job).where(Run.id.in_(run_ids[:LINKED_RUNS]))).all())
+    links = Markup(", ").join(Markup('<a href="{}">#{}</a> {}').format(url_for("runs.detail", run_id=run_id), run_id,
+                                                                      names.get(run_id, ""))
+                              for run_id in run_ids[:LINKED_RUNS])
+    more = len(run_ids) - LINKED_RUNS
+    tail = Markup(' and <a href="{}">{} more</a>').format(url_for("executions.list"), more) if more > 0 else ""
+    return Markup("Queued {} run{}: {}{}.").format(len(run_ids), "" if len(run_ids) == 1 else "s", links, tail)
+
+
+@bp.route("/remove", methods=["POST"])
+def remove_selected():
+    """Take every ticked job off its plan (they stay listed and can be restored)."""
+    return _each_ticked(editing.remove_job, "remove", "Removed")
+
+
+@bp.route("/restore", methods=["POST"])
+def restore_selected():
+    """Put every ticked removed job back on its plan."""
+    return _each_ticked(editing.restore_job, "restore", "Restored")
+
+
+def _each_ticked(action, verb: str, done: str):
+    jobs, missing = _ticked()
+    _answer(jobs, missing, verb)
+    names, refused = [], []
+    for job in jobs:
+        name = job.name  # read now: a refusal rolls the session back and expires the job
+        try:
+            action(current_user, job)
+            names.append(name)
+        except editing.NotAllowed as exc:
+            refused.append(str(exc))
+    if names:
+        more = f" and {len(names) - NAMED_JOBS} more" if len(names) > NAMED_JOBS else ""
+        flash(f"{done} {len(names)} job{'s' if len(names) != 1 else ''}: "
+              + ", ".join(f"“{name}”" for name in names[:NAMED_JOBS]) + more + ".", "success")
+    for message in refused[:NAMED_JOBS]:
+        flash(message, "error")
+    if len(refused) > NAMED_JOBS:
+        flash(f"… and {len(refused) - NAMED_JOBS} more jobs refused.", "error")
+    log.info("bulk action=%s user=%s done=%s refused=%s missing=%s", verb, current_user.id, len(names), len(refused),
+             missing)
+    return _back()
