@@ -1,0 +1,207 @@
+// The live log popup. Any link <a href="/runs/<id>" data-log-popup="<id>"> opens it in place (the
+// href stays the way without JavaScript); its content is the HTMX fragment GET /runs/<id>/popup.
+// Esc and the close button close it; focus stays inside while it is open and goes back to the
+// link afterwards; closing dispatches `logpopup:closed` (detail.runId) on document.
+// Also here: the live filter of a log that is still streaming, and keeping logs scrolled to
+// their newest line (the run page shares these).
+(function () {
+  "use strict";
+
+  var dialog = null;
+  var content = null;
+  var opener = null;
+  var FOCUSABLE = "a[href], button:not([disabled]), input:not([disabled]), select:not([disabled]), " +
+    "textarea:not([disabled]), summary, [tabindex]:not([tabindex='-1'])";
+
+  function popupUrl(link, runId) {
+    var path = link.href ? new URL(link.href, window.location.href).pathname.replace(/\/+$/, "") : "";
+    if (!/\/runs\/\d+$/.test(path)) path = "/runs/" + runId;
+    return path + "/popup";
+  }
+
+  function ensureDialog() {
+    if (dialog) return dialog;
+    dialog = document.createElement("dialog");
+    dialog.className = "log-popup";
+    content = document.createElement("div");
+    content.className = "log-popup-content";
+    dialog.appendChild(content);
+    document.body.appendChild(dialog);
+    dialog.addEventListener("keydown", onKeydown);
+    dialog.addEventListener("close", onClose);
+    dialog.addEventListener("click", function (event) {
+      if (event.target === dialog) dialog.close();  // a click on the backdrop
+      else if (event.target.closest("[data-popup-close]")) dialog.close();
+    });
+    content.addEventListener("htmx:responseError", function (event) {
+      if (event.detail.target !== content) return;
+      content.innerHTML = "";
+      var note = document.createElement("p");
+      note.className = "log-popup-loading";
+      note.setAttribute("role", "alert");
+      note.textContent = event.detail.xhr.status === 404
+        ? "This run does not exist, or is not yours to see."
+        : "The log could not be loaded (" + event.detail.xhr.status + "). Try the run's page.";
+      content.appendChild(note);
+    });
+    return dialog;
+  }
+
+  function open(link) {
+    var runId = link.getAttribute("data-log-popup");
+    ensureDialog();
+    if (dialog.open) dialog.close();
+    opener = link;
+    dialog.dataset.runId = runId;
+    dialog.setAttribute("aria-label", "Log of run #" + runId);
+    content.innerHTML = '<p class="log-popup-loading" role="status">Loading the log…</p>';
+    dialog.showModal();
+    window.htmx.ajax("GET", popupUrl(link, runId), {target: content, swap: "innerHTML"});
+  }
+
+  function onClose() {
+    // Emptying through htmx cleans the fragment up, which closes its event stream.
+    if (window.htmx && window.htmx.swap) window.htmx.swap(content, "", {swapStyle: "innerHTML"});
+    else content.innerHTML = "";
+    var runId = Number(dialog.dataset.runId);
+    if (opener && document.body.contains(opener)) opener.focus();
+    opener = null;
+    document.dispatchEvent(new CustomEvent("logpopup:closed", {detail: {runId: runId}}));
+  }
+
+  function focusables() {
+    return Array.prototype.filter.call(dialog.querySelectorAll(FOCUSABLE), function (el) {
+      return el.getClientRects().length > 0 && !el.closest("[hidden]");
+    });
+  }
+
+  function onKeydown(event) {
+    if (event.key === "Escape") {
+      event.preventDefault();  // the search box would only clear itself
+      dialog.close();
+      return;
+    }
+    if (event.key !== "Tab") return;
+    var items = focusables();
+    if (!items.length) { event.preventDefault(); return; }
+    var first = items[0];
+    var last = items[items.length - 1];
+    if (event.shiftKey && (document.activeElement === first || !dialog.contains(document.activeElement))) {
+      event.preventDefault();
+      last.focus();
+    } else if (!event.shiftKey && (document.activeElement === last || !dialog.contains(document.activeElement))) {
+      event.preventDefault();
+      first.focus();
+    }
+  }
+
+  // Open on a click on any [data-log-popup] link; a click meant for a new tab or window goes on.
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest ? event.target.closest("[data-log-popup]") : null;
+    if (!link || event.defaultPrevented || event.button !== 0 || event.metaKey || event.ctrlKey ||
+        event.shiftKey || event.altKey || !window.htmx) return;
+    if (!/^\d+$/.test(link.getAttribute("data-log-popup") || "")) return;
+    event.preventDefault();
+    open(link);
+  });
+
+  // Focus never stays behind the popup (a swap may drop the focused element).
+  document.addEventListener("focusin", function (event) {
+    if (dialog && dialog.open && !dialog.contains(event.target)) {
+      var items = focusables();
+      if (items.length) items[0].focus();
+    }
+  });
+
+  // --- keeping logs at their newest line ----------------------------------------------------
+
+  function scrollToEnd(root) {
+    var lists = (root || document).querySelectorAll("ol.log[data-scroll-end], .log-popup ol.log");
+    Array.prototype.forEach.call(lists, function (list) { list.scrollTop = list.scrollHeight; });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { scrollToEnd(document); });
+
+  // Earlier lines come in above: keep the lines the reader looks at where they are.
+  var keptFromBottom = null;
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var target = event.detail.target;
+    keptFromBottom = null;
+    if (target && /log-earlier$/.test(target.id || "")) {
+      var list = target.closest("ol.log");
+      keptFromBottom = {list: list, offset: list.scrollHeight - list.scrollTop};
+    }
+  });
+
+  document.addEventListener("htmx:afterSettle", function (event) {
+    if (keptFromBottom) {
+      keptFromBottom.list.scrollTop = keptFromBottom.list.scrollHeight - keptFromBottom.offset;
+      keptFromBottom = null;
+      return;
+    }
+    var target = event.detail.target;
+    if (!target || !target.closest) return;
+    if (dialog && dialog.contains(target)) {
+      scrollToEnd(dialog);
+      var frame = dialog.querySelector(".popup-frame");
+      if (!dialog.contains(document.activeElement) || document.activeElement === dialog) {
+        var close = dialog.querySelector("[data-popup-close]");
+        if (close) close.focus();
+      }
+      if (frame) applyLiveFilters(frame);
+    } else if (/log-view$/.test(target.id || "")) {
+      scrollToEnd(target);
+    }
+  });
+
+  // Live lines: follow the newest unless the reader scrolled up; filter them as they come.
+  var following = new WeakMap();
+  document.addEventListener("htmx:sseBeforeMessage", function (event) {
+    var list = event.target;
+    if (list && list.matches && list.matches("ol.log")) {
+      following.set(list, list.scrollHeight - list.scrollTop - list.clientHeight < 40);
+    }
+  });
+  document.addEventListener("htmx:sseMessage", function (event) {
+    var list = event.target;
+    if (!list || !list.matches || !list.matches("ol.log")) return;
+    if (following.get(list) !== false) list.scrollTop = list.scrollHeight;
+    var form = document.querySelector("form[data-live-filter='#" + list.id + "']");
+    if (form) applyLiveFilter(form);
+  });
+
+  // --- filtering a live log in the browser --------------------------------------------------
+
+  function applyLiveFilter(form) {
+    var list = document.querySelector(form.getAttribute("data-live-filter"));
+    if (!list) return;
+    var levels = {};
+    Array.prototype.forEach.call(form.querySelectorAll("input[name=level]"), function (box) {
+      if (box.checked) levels[box.value] = true;
+    });
+    var none = Object.keys(levels).length === 0;  // none ticked: every level, as on the server
+    var search = (form.querySelector("input[name=q]") || {value: ""}).value.trim().toLowerCase();
+    Array.prototype.forEach.call(list.querySelectorAll("li.log-line"), function (line) {
+      var level = (line.className.match(/\blevel-(\w+)/) || [])[1];
+      var show = (none || levels[level]) && (!search || line.textContent.toLowerCase().indexOf(search) >= 0);
+      line.hidden = !show;
+    });
+  }
+
+  function applyLiveFilters(root) {
+    Array.prototype.forEach.call(root.querySelectorAll("form[data-live-filter]"), applyLiveFilter);
+  }
+
+  ["input", "change"].forEach(function (type) {
+    document.addEventListener(type, function (event) {
+      var form = event.target.closest ? event.target.closest("form[data-live-filter]") : null;
+      if (form) applyLiveFilter(form);
+    });
+  });
+  document.addEventListener("submit", function (event) {
+    if (event.target.matches && event.target.matches("form[data-live-filter]")) {
+      event.preventDefault();
+      applyLiveFilter(event.target);
+    }
+  });
+})();
