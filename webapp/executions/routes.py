@@ -29,7 +29,8 @@ def list():
     context = dict(page=page, filters=filters, capped=page.total > queries.COUNT_CAP, cap=queries.COUNT_CAP,
                    labels=queries.TRIGGER_LABELS, form=ConfirmForm())
     if request.htmx and request.htmx.target == "executions-table":
-        return render_template("executions/_table.html", **context)
+        # The address bar gets the filters that apply, not every empty field of the form.
+        return render_template("executions/_table.html", **context), {"HX-Push-Url": _canonical(page, filters)}
     return render_template("executions/list.html", choices=queries.filter_choices(current_user), **context)
 
 
@@ -79,6 +80,15 @@ def cancel():
     flash(f"{done} of {len(results)} run(s) cancelled: " + "; ".join(r.sentence for r in results) + ".",
           "success" if done == len(results) else "error")
     return redirect(_back())
+
+
+def _canonical(page, filters) -> str:
+    args = filters.as_args()
+    if (page.sort, page.direction) != ("id", "desc"):
+        args.update(sort=page.sort, dir=page.direction)
+    if page.page > 1:
+        args["page"] = page.page
+    return url_for("executions.list", **args)
 
 
 def _back() -> str:
