@@ -47,12 +47,18 @@ def keep(conn, run_id, ttl):
 def mark_started(conn, run_id, worker, alive_ttl, ttl=3600):
     """The run left the queue: its first heartbeat, and live readers refresh its status."""
     with conn.pipeline(transaction=False) as pipe:
-        pipe.set(ALIVE.format(run_id), 1, ex=alive_ttl)
-        pipe.set(WATCHED.format(run_id), worker, ex=alive_ttl)
-        pipe.hset(STATE.format(run_id), mapping={"progress": 0, "message": "started", "status": "in_progress"})
-        pipe.xadd(STREAM.format(run_id), {"t": "status", "status": "in_progress", "worker": worker})
-        keep(pipe, run_id, ttl)
+        stage_started(pipe, run_id, worker, alive_ttl, ttl)
         pipe.execute()
+
+
+def stage_started(pipe, run_id, worker, alive_ttl, ttl=3600):
+    """mark_started's writes, queued on a pipeline the caller sends (the worker sends them with
+    RQ's own record of the start: one round trip for both)."""
+    pipe.set(ALIVE.format(run_id), 1, ex=alive_ttl)
+    pipe.set(WATCHED.format(run_id), worker, ex=alive_ttl)
+    pipe.hset(STATE.format(run_id), mapping={"progress": 0, "message": "started", "status": "in_progress"})
+    pipe.xadd(STREAM.format(run_id), {"t": "status", "status": "in_progress", "worker": worker})
+    keep(pipe, run_id, ttl)
 
 
 def mark_end(conn, run_id, status, ttl):
@@ -74,10 +80,10 @@ def read(conn, run_id, last_id="0-0", block_ms=None, count=500):
     return [(entry_id.decode(), _decode(fields)) for entry_id, fields in reply[0][1]]
 
 
-def newest_id(conn, run_id) -> str:
-    """The id of the stream's last entry, "0-0" when it has none (yet, or any longer)."""
-    newest = conn.xrevrange(STREAM.format(run_id), count=1)
-    return newest[0][0].decode() if newest else "0-0"
+def newest(conn, run_id, count) -> list:
+    """The stream's last `count` entries, oldest first, as (id, fields) pairs."""
+    return [(entry_id.decode(), _decode(fields)) for entry_id, fields in
+            reversed(conn.xrevrange(STREAM.format(run_id), count=count))]
 
 
 def all_lines(conn, run_id):

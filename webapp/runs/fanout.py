@@ -6,10 +6,12 @@ blocking XREAD at a time and keeps what it read in a bounded buffer; viewers onl
 feed's condition and take the entries after the last one they got, each once and in stream
 order. What an entry becomes on the wire is encoded once (`Entry.event`) and shared.
 
-A viewer behind the buffer (it starts from the beginning, or its Last-Event-ID names an entry
-older than the feed's start, or it fell so far behind that the buffer let go of its place) reads
-that backlog from Redis itself, without blocking, then joins the buffer where its reads end: no
-gap, no entry twice (both sides go by stream entry id).
+The buffer starts with the stream's last BUFFER_ENTRIES entries, so that viewers who open a
+run's log at the same time share the lines written before they came as well. A viewer behind
+the buffer (its Last-Event-ID names an older entry, the stream is longer, or it fell so far
+behind that the buffer let go of its place) reads that backlog from Redis itself, without
+blocking, then joins the buffer where its reads end: no gap, no entry twice (both sides go by
+stream entry id).
 
 The reader is a thread: a greenlet under gunicorn's gevent workers (which monkey-patch
 threading), a real thread under the development server and the test client. It stops when its
@@ -90,17 +92,18 @@ class Feed:
     # -- the viewers' side --------------------------------------------------------------------
 
     def take(self, key, wait: float):
-        """The entries after `key` (at most BATCH), waiting up to `wait` seconds for some: [] if
-        none came, BEHIND if the buffer no longer (or not yet) reaches back to `key`, None if the
-        reader stopped and the viewer has had everything."""
+        """The entries after `key` (at most BATCH), waiting up to `wait` seconds for some (or for
+        the reader to start): [] if none came, BEHIND if the buffer does not reach back to `key`,
+        None if the reader stopped and the viewer has had everything."""
         deadline = time.monotonic() + wait
         with self.cond:
             while True:
-                if self.floor is None or key < self.floor.key:
-                    return BEHIND
-                start = bisect.bisect_right(self.keys, key)
-                if start < len(self.entries):
-                    return self.entries[start:start + BATCH]
+                if self.floor is not None:
+                    if key < self.floor.key:
+                        return BEHIND
+                    start = bisect.bisect_right(self.keys, key)
+                    if start < len(self.entries):
+                        return self.entries[start:start + BATCH]
                 if self.stopped:
                     return None
                 left = deadline - time.monotonic()
@@ -122,7 +125,7 @@ class Feed:
             while self.hub.wanted(self):
                 try:
                     if self.last_id is None:
-                        self._start(livelog.newest_id(self.hub.conn, self.run_id))
+                        self._start(Entry.read(livelog.newest(self.hub.conn, self.run_id, BUFFER_ENTRIES + 1)))
                         continue
                     self.reads += 1
                     batch = livelog.read(self.hub.conn, self.run_id, self.last_id, block_ms=READ_BLOCK_MS,
@@ -155,11 +158,16 @@ class Feed:
                 self.stopped = True
                 self.cond.notify_all()
 
-    def _start(self, newest_id: str):
-        """The reader starts after the stream's newest entry: older ones are each viewer's backlog."""
+    def _start(self, newest: list[Entry]):
+        """The buffer starts with the stream's newest entries (what viewers who come now have
+        not seen, most often), the reader after them. Older ones are each viewer's own backlog."""
+        if len(newest) > BUFFER_ENTRIES:
+            floor, newest = newest[0], newest[1:]
+        else:  # the whole stream
+            floor = Entry("0-0", (0, 0), {})
         with self.cond:
-            self.last_id = newest_id
-            self.floor = Entry(newest_id, parse_id(newest_id), {})
+            self.floor, self.entries, self.keys = floor, newest, [entry.key for entry in newest]
+            self.last_id = newest[-1].id if newest else floor.id
             self.cond.notify_all()
 
     def _add(self, entries: list[Entry]) -> bool:
@@ -288,8 +296,7 @@ class Watch:
 
     def _backlog(self, left: float):
         """Entries after the cursor read from Redis directly, without blocking; BEHIND when the
-        viewer may try the buffer again (it moved to the buffer's floor, or the reader started);
-        None when there is nothing more and the reader has stopped."""
+        viewer moved to the buffer's floor; None when Redis fails and the reader has stopped."""
         try:
             batch = Entry.read(livelog.read(self.hub.conn, self.run_id, self.cursor, count=BATCH))
         except RedisError:
@@ -301,15 +308,7 @@ class Watch:
             return batch
         # Redis has nothing after the cursor: what lay between it and the buffer is gone
         # (expired, trimmed or emptied). The database fills that in at the end, by seq.
-        floor = self.feed.floor
-        if floor is not None and self.key < floor.key:
-            self.cursor, self.key = floor.id, floor.key
-            return BEHIND
-        if self.feed.stopped:
-            return None
-        if left <= 0:
-            return []
-        self.feed.wait_for_news(left)  # the reader has not started yet
+        self.cursor, self.key = self.feed.floor.id, self.feed.floor.key
         return BEHIND
 
     def _rejoin(self, pause: float):
