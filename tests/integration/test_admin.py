@@ -396,10 +396,11 @@ def test_a_domain_in_use_cannot_be_deleted_and_the_page_says_why(app, root):
         free = make_domain("Free")
         ids = used.id, free.id
     page = root.client.get(f"/admin/domains/{ids[0]}").get_data(as_text=True)
-    assert "cannot be deleted" in page and "1 job(s) run in it" in page and "1 user(s) belong to it" in page
+    assert "cannot be deleted" in page and "1 job runs in it: move or delete it first." in page
+    assert "1 user belongs to it: give that user another domain first." in page
     assert 'disabled aria-describedby="cannot-delete"' in page
     response = root.client.post(f"/admin/domains/{ids[0]}/delete", data={"csrf_token": root.token})
-    assert "1 job(s) run in it" in flashes(root.client.get(response.headers["Location"]))[0]
+    assert "1 job runs in it" in flashes(root.client.get(response.headers["Location"]))[0]
     assert db_id(app, "Used") == ids[0]
 
     assert "Nothing refers to" in root.client.get(f"/admin/domains/{ids[1]}").get_data(as_text=True)
@@ -417,6 +418,14 @@ def test_settings_default_to_the_environment_and_are_stored_audited(app, root):
     assert f'value="{app.config["RETENTION_DAYS"]}"' in page and f'value="{app.config["BASE_URL"]}"' in page
     assert f'value="{app.config["MAIL_DEFAULT_SENDER"]}"' in page
     assert page.count("Default from the server") == 4
+    # The sender the environment gives (firetime@localhost in the tests) may stay as it is.
+    response = root.client.post("/admin/settings", data={
+        "csrf_token": root.token, "retention_days": "45", "support_roles": ["superadmin"],
+        "report_sender": app.config["MAIL_DEFAULT_SENDER"], "base_url": app.config["BASE_URL"]})
+    assert response.status_code == 302
+    with app.app_context():
+        assert get_setting("retention_days") == 45
+        assert db.session.scalar(select(Setting).where(Setting.key == "report_sender")) is None
     response = root.client.post("/admin/settings", data={
         "csrf_token": root.token, "retention_days": "30", "support_roles": ["superadmin", "sysadmin"],
         "report_sender": "jobs@example.org", "base_url": "https://jobs.example.org/console/"})
@@ -427,9 +436,10 @@ def test_settings_default_to_the_environment_and_are_stored_audited(app, root):
         assert get_setting("report_sender") == "jobs@example.org"
         assert get_setting("base_url") == "https://jobs.example.org/console"
         assert can_use_support(make_user(Role.SYSADMIN, username="sys"))
-    [event] = audit(app, "edit")
+    first, event = audit(app, "edit")
+    assert first.before == {"retention_days": app.config["RETENTION_DAYS"]} and first.after == {"retention_days": 45}
     assert event.actor == "root" and event.object_type == "setting"
-    assert event.before == {"retention_days": app.config["RETENTION_DAYS"], "support_roles": ["superadmin"],
+    assert event.before == {"retention_days": 45, "support_roles": ["superadmin"],
                             "report_sender": app.config["MAIL_DEFAULT_SENDER"], "base_url": app.config["BASE_URL"]}
     assert event.after["retention_days"] == 30
     assert root.client.get("/admin/settings").get_data(as_text=True).count("Set here") == 4
@@ -444,6 +454,7 @@ def test_settings_default_to_the_environment_and_are_stored_audited(app, root):
     ("support_roles", ["superadmin", "emperor"], "is not a valid choice"),
     ("report_sender", "nobody", "is not a valid email address"),
     ("report_sender", "", "Give the address run reports are sent from."),
+    ("report_sender", "someone@localhost", "It should have a period."),
     ("base_url", "ftp://jobs.example.org", "Give an address starting with http:// or https://"),
     ("base_url", "javascript:alert(1)", "Give an address starting with http:// or https://"),
     ("base_url", "https://jobs.example.org/?next=x", "cannot have spaces, a query"),

@@ -125,6 +125,10 @@ def update(domain: Domain, name: str, parent: Domain | None, *, actor) -> bool:
     return True
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 def why_not_deletable(domain: Domain) -> list[str]:
     """What still refers to the domain, in words; empty when it can be deleted."""
     reasons = []
@@ -132,22 +136,22 @@ def why_not_deletable(domain: Domain) -> list[str]:
     deleted = db.session.scalar(select(func.count(Job.id)).where(Job.domain_id == domain.id,
                                                                   Job.deleted_at.isnot(None)))
     if live:
-        reasons.append(f"{live} job(s) run in it: move or delete them first.")
+        reasons.append(f"{_count(live, 'job runs', 'jobs run')} in it: move or delete {'it' if live == 1 else 'them'} first.")
     if deleted:
-        reasons.append(f"{deleted} deleted job(s) keep their runs and files under it.")
+        reasons.append(f"{_count(deleted, 'deleted job keeps its', 'deleted jobs keep their')} runs and files under it.")
     members = db.session.scalar(select(func.count(User.id)).where(User.domain_id == domain.id))
     if members:
-        reasons.append(f"{members} user(s) belong to it: give them another domain first.")
+        reasons.append(f"{_count(members, 'user belongs', 'users belong')} to it: give {'that user' if members == 1 else 'them'} another domain first.")
     supervisors = db.session.scalar(select(func.count()).select_from(supervision)
                                     .where(supervision.c.domain_id == domain.id))
     if supervisors:
-        reasons.append(f"{supervisors} system administrator(s) supervise it: take it from them first.")
+        reasons.append(f"{_count(supervisors, 'system administrator supervises', 'system administrators supervise')} it: take it from {'that user' if supervisors == 1 else 'them'} first.")
     children = db.session.scalar(select(func.count(Domain.id)).where(Domain.parent_id == domain.id))
     if children:
-        reasons.append(f"{children} domain(s) are below it: move or delete them first.")
+        reasons.append(f"{_count(children, 'domain is', 'domains are')} below it: move or delete {'it' if children == 1 else 'them'} first.")
     audited = db.session.scalar(select(func.count(AuditEvent.id)).where(AuditEvent.domain_id == domain.id))
     if audited:
-        reasons.append(f"{audited} audit record(s) name it, and audit records are kept for good.")
+        reasons.append(f"{_count(audited, 'audit record names', 'audit records name')} it, and audit records are kept for good.")
     return reasons
 
 

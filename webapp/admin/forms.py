@@ -146,10 +146,20 @@ class SettingsForm(FlaskForm):
     support_roles = CheckboxesField("Roles allowed on the support page", choices=SIGN_IN_ROLE_CHOICES,
                                     description="The support page runs scripts: keep it to the people who must.")
     report_sender = StringField("Sender of run reports", validators=[
-        DataRequired(message="Give the address run reports are sent from."), Length(max=254), one_address])
+        DataRequired(message="Give the address run reports are sent from."), Length(max=254)])
     base_url = StringField("Address of the console", validators=[
         DataRequired(message="Give the address people reach the console at."), Length(max=300), web_address],
         description="Links in emails start with it.")
+
+    def __init__(self, *args, current_sender=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.current_sender = current_sender
+
+    def validate_report_sender(self, field):
+        """A new address is checked; the one in use (an environment default such as
+        firetime@localhost, which is no public address) may stay as it is."""
+        if field.data.strip() != self.current_sender:
+            one_address(self, field)
 
     def validate_support_roles(self, field):
         if Role.SUPERADMIN.value not in (field.data or []):

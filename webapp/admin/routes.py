@@ -256,7 +256,8 @@ def settings():
     """Settings stored in the database; the environment gives their defaults."""
     current = all_settings()
     form = SettingsForm(data={key: list(value) if isinstance(value, (list, tuple)) else value
-                              for key, (value, _) in current.items()} if request.method == "GET" else None)
+                              for key, (value, _) in current.items()} if request.method == "GET" else None,
+                        current_sender=current["report_sender"][0])
     if form.validate_on_submit():
         changed = site_settings.save({key: form[key].data for key in site_settings.EDITABLE}, actor=current_user)
         flash("Settings saved: " + ", ".join(form[key].label.text for key in changed) + "." if changed
