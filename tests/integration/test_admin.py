@@ -380,7 +380,8 @@ def test_a_domain_cannot_move_under_itself_or_below_itself(app, root):
     assert options == []  # only "top level": nothing else is outside Top's own branch
     for parent, message in ((ids[0], "A domain cannot be placed under itself."),
                             (ids[2], "“Leaf” is below “Top”: moving it there would make a loop."),
-                            (99999, "Choose a domain from the list.")):
+                            (99999, "Choose a domain from the list."),
+                            (2**31, "Invalid Choice: could not coerce.")):
         response = root.client.post(f"/admin/domains/{ids[0]}", data={"csrf_token": root.token, "name": "Top",
                                                                        "parent_id": str(parent)})
         assert response.status_code == 400 and ("parent_id", message) in errors(response)
@@ -409,6 +410,14 @@ def test_a_domain_in_use_cannot_be_deleted_and_the_page_says_why(app, root):
     assert db_id(app, "Free") is None
     assert [(e.action, e.name) for e in audit(app, "delete")] == [("delete", "Free")]
     assert root.client.get(f"/admin/domains/{ids[1]}").status_code == 404
+    # A domain made and renamed on these pages has records of its own, which do not hold it back.
+    root.client.post("/admin/domains", data={"csrf_token": root.token, "name": "Fresh"})
+    fresh = db_id(app, "Fresh")
+    root.client.post(f"/admin/domains/{fresh}", data={"csrf_token": root.token, "name": "Fresher"})
+    assert "Nothing refers to" in root.client.get(f"/admin/domains/{fresh}").get_data(as_text=True)
+    root.client.post(f"/admin/domains/{fresh}/delete", data={"csrf_token": root.token})
+    assert db_id(app, "Fresher") is None
+    assert [e.action for e in audit(app) if e.object_type == "domain"][-3:] == ["create", "rename", "delete"]
 
 
 # --- settings ----------------------------------------------------------------------------------

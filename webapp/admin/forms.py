@@ -11,6 +11,7 @@ from wtforms.validators import (DataRequired, EqualTo, InputRequired, Length, Nu
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from webapp.extensions import db
+from webapp.guards import MAX_ID
 from webapp.mail_addresses import valid_recipients
 from webapp.models import Role, User
 from webapp.models.accounts import ROLE_LABELS
@@ -28,8 +29,16 @@ class CheckboxesField(SelectMultipleField):
     option_widget = CheckboxInput()
 
 
-def _optional_int(value):
-    return int(value) if value not in (None, "", "None") else None
+def _id(value) -> int:
+    """An id as a form sends it; a number no row can have is refused like a word (ValueError)."""
+    number = int(value)
+    if not 1 <= number <= MAX_ID:
+        raise ValueError(value)
+    return number
+
+
+def _optional_id(value):
+    return _id(value) if value not in (None, "", "None") else None
 
 
 def one_address(form, field):
@@ -50,9 +59,9 @@ class _Profile(FlaskForm):
     email = StringField("Email", validators=[Optional(), Length(max=254), one_address],
                         description="Optional; shown to other administrators.")
     role = SelectField("Role", choices=ROLE_CHOICES, validators=[DataRequired()])
-    domain_id = SelectField("Domain", coerce=_optional_int, validate_choice=True,
+    domain_id = SelectField("Domain", coerce=_optional_id, validate_choice=True,
                             description="A domain administrator manages the jobs of this domain and those below it.")
-    supervised = CheckboxesField("Supervised domains", coerce=int,
+    supervised = CheckboxesField("Supervised domains", coerce=_id,
                                  description="A system administrator sees the jobs of these domains and those below them.")
 
     def set_domains(self, nodes):
@@ -114,7 +123,7 @@ class TokenForm(FlaskForm):
 class DomainForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired(message="Give the domain a name."), Length(max=120)])
     # Any domain id is taken here: domains.update says why a domain cannot be the parent.
-    parent_id = SelectField("Under", coerce=_optional_int, validate_choice=False,
+    parent_id = SelectField("Under", coerce=_optional_id, validate_choice=False,
                             description="The domain it belongs to; none for a top-level domain.")
 
     def set_parents(self, nodes):
