@@ -179,21 +179,25 @@ def test_resync_after_redis_was_emptied_places_every_plan_again(ctx):
 
 
 def test_a_fire_does_not_wait_for_housekeeping(ctx, monkeypatch):
-    import threading
+    import multiprocessing
+    import os
 
     from webapp.scheduling.service import FiretimeScheduler
 
-    in_resync, release = threading.Event(), threading.Event()
+    forked = multiprocessing.get_context("fork")
+    in_resync, release, resync_pid = forked.Event(), forked.Event(), forked.Value("i", 0)
 
     def slow_resync():
+        resync_pid.value = os.getpid()
         in_resync.set()
         release.wait(60)
 
     monkeypatch.setattr(sync, "resync", slow_resync)
     scheduler = FiretimeScheduler(ctx, connection=redis_client.conn)
-    scheduler.housekeeper.start()
+    scheduler.housekeeping.start()
     try:
         assert in_resync.wait(30), "housekeeping started"
+        assert resync_pid.value == scheduler.housekeeping.pid != os.getpid()  # a process of its own
         job = make_job(plan={"kind": "cron", "expression": "* * * * *"})
         job.next_fire_at = utcnow().replace(microsecond=0)
         db.session.commit()
@@ -203,7 +207,7 @@ def test_a_fire_does_not_wait_for_housekeeping(ctx, monkeypatch):
         assert db.session.scalar(select(Run.status).where(Run.job_id == job.id)) == RunStatus.QUEUED
     finally:
         release.set()
-        scheduler.housekeeper.stop()
+        scheduler.housekeeping.stop()
 
 
 def test_the_scheduler_wakes_for_the_next_due_entry_never_before(ctx, start_process):

@@ -9,7 +9,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
 from webapp.execution.lifecycle import cancel_run  # noqa: F401  (the lifecycle's; the web's views look here)
-from webapp.execution.lifecycle import enqueue, enqueue_many, stage_enqueue
+from webapp.execution.lifecycle import enqueue, enqueue_many
 from webapp.extensions import db, redis_client
 from webapp.jobtypes import registry
 from webapp.models import Job, JobState, Run, RunStatus, Trigger
@@ -113,68 +113,100 @@ def _lock_in_order(job_ids: list[int]):
 
 def fire_occurrence(job_id: int, fire_at_iso: str):
     """Fire one planned occurrence, at most once whatever the number of schedulers."""
-    fire_at = datetime.fromisoformat(fire_at_iso)
-    Job.lock(job_id)
-    job = db.session.get(Job, job_id, populate_existing=True)
-    from webapp.scheduling.sync import next_fire, place
+    return fire_occurrences([(job_id, fire_at_iso)])[0]
 
-    if job is None or not job.schedulable or job.next_fire_at != fire_at:
-        # Stale: the plan changed or another scheduler fired it. A place() of the new time may
-        # have raced the scheduler's removal of this entry, so put the current one back.
-        db.session.rollback()
-        if job is not None and job.schedulable and job.next_fire_at is not None:
-            place(job)
-        return None
+
+def fire_occurrences(occurrences) -> list:
+    """Fire planned occurrences [(job id, fire time iso)] of distinct jobs, each at most once
+    whatever the number of schedulers, all in one transaction: the jobs locked in id order, one
+    query each for the jobs, the occurrences claimed already and the runs active, the runs
+    inserted together, one commit; then one Redis round trip for the runs and one for the next
+    occurrences. A job that cannot be fired (stale entry, a plan that fails) is left out, never
+    the others. Returns each occurrence's run, or None where it did not fire."""
+    from webapp.scheduling.sync import next_fire
+
+    wanted = {job_id: datetime.fromisoformat(at) for job_id, at in occurrences}
+    ids = sorted(wanted)
+    _lock_in_order(ids)
+    jobs = {job.id: job for job in db.session.scalars(
+        select(Job).where(Job.id.in_(ids)).execution_options(populate_existing=True))}
+    claimed = {tuple(row) for row in db.session.execute(select(Run.job_id, Run.occurrence_at).where(
+        Run.job_id.in_(ids), Run.occurrence_at.in_(set(wanted.values()))))}
+    ahead = {}
+    for run in db.session.scalars(select(Run).where(Run.job_id.in_(ids), Run.status.in_(ACTIVE_STATUSES))
+                                  .order_by(Run.id)):
+        ahead.setdefault(run.job_id, run)
     now = utcnow()
-    if _claimed(job.id, fire_at):
-        # Already claimed (skipped by hand, then the plan was restored to this time): move on.
-        job.next_fire_at = next_fire(job, after=max(fire_at, now))
-        db.session.commit()
-        place(job)
-        return None
-    ahead = db.session.scalar(Run.active_for(job.id).limit(1))
-    run = Run(job_id=job.id, trigger=Trigger.PLAN, occurrence_at=fire_at)
-    if ahead is None:
-        run.enqueued_at = now
-    else:
-        run.status, run.finished_at = RunStatus.SKIPPED, now
-        run.message = f"Skipped: run #{ahead.id} of this job was still {ahead.status_label.lower()}."
-    job.prev_fire_at = fire_at
-    job.next_fire_at = next_fire(job, after=max(fire_at, now))
-    db.session.add(run)
+    runs, places = {}, []
+    for job_id in ids:
+        job, fire_at = jobs.get(job_id), wanted[job_id]
+        if job is None or not job.schedulable or job.next_fire_at != fire_at:
+            # Stale: the plan changed or another scheduler fired it. A place() of the new time may
+            # have raced the scheduler's removal of this entry, so put the current one back.
+            if job is not None and job.schedulable and job.next_fire_at is not None:
+                places.append((job.id, job.name, job.next_fire_at))
+            continue
+        try:
+            next_at = next_fire(job, after=max(fire_at, now))
+        except Exception:
+            log.exception("firing occurrence failed job=%s at=%s", job_id, fire_at.isoformat())
+            continue
+        places.append((job.id, job.name, next_at))
+        job.next_fire_at = next_at
+        if (job_id, fire_at) in claimed:
+            continue  # skipped by hand, then the plan was restored to this time: move on
+        run = runs[job_id] = Run(job_id=job.id, trigger=Trigger.PLAN, occurrence_at=fire_at)
+        active = ahead.get(job_id)
+        if active is None:
+            run.enqueued_at = now
+        else:
+            run.status, run.finished_at = RunStatus.SKIPPED, now
+            run.message = f"Skipped: run #{active.id} of this job was still {active.status_label.lower()}."
+        job.prev_fire_at = fire_at
+    db.session.add_all(runs.values())
     try:
         db.session.flush()
         # What the Redis side needs, read before the commit expires it (no reloads after).
-        after = (job.id, job.name, job.job_type, job.next_fire_at, run.id if run.enqueued_at else None)
-        fired = f"job={job.id} at={fire_at_iso} run={run.id} status={run.status}"
+        first_in_line = [(run.id, jobs[job_id].name, jobs[job_id].job_type) for job_id, run in runs.items()
+                         if run.enqueued_at]
+        fired = [f"job={run.job_id} at={wanted[run.job_id].isoformat()} run={run.id} status={run.status}"
+                 for run in runs.values()]
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
-        return None
-    log.info("occurrence fired %s", fired)
-    _place_and_enqueue(*after)
-    return run
+        if len(ids) == 1:
+            return [None]
+        # One of them was claimed meanwhile (its lock came too late to stop it): each on its own.
+        return [fire_occurrence(job_id, at) for job_id, at in occurrences]
+    for line in fired:
+        log.info("occurrence fired %s", line)
+    _place_and_enqueue(places, first_in_line)
+    return [runs.get(job_id) for job_id, _ in occurrences]
 
 
-def _place_and_enqueue(job_id, name, job_type_key, next_at, run_id):
-    """One Redis round trip after a fire: the job's next occurrence, and its run on RQ. If Redis
-    fails, the next resync places the occurrence and housekeeping hands the run over."""
+def _place_and_enqueue(places, first_in_line):
+    """After fires: their runs on RQ in one pipeline, then the jobs' next occurrences in another.
+    If Redis fails, the next resync places the occurrences and housekeeping hands the runs over;
+    a run whose job type is gone fails at once with the reason."""
     from webapp.scheduling.sync import occurrence_entry
 
-    try:
-        job_type = registry.get(job_type_key) if run_id else None
-    except registry.UnknownJobType:
-        job_type = None  # enqueue() below fails the run with the reason
+    ready, gone = [], []
+    for run_id, name, job_type_key in first_in_line:
+        try:
+            ready.append((run_id, name, registry.get(job_type_key)))
+        except registry.UnknownJobType:
+            gone.append(run_id)  # enqueue() below fails the run with the reason
+    if ready:
+        enqueue_many(ready)
     try:
         with redis_client.conn.pipeline(transaction=False) as pipe:
-            if job_type is not None:  # first: RQ starts a MULTI on the pipeline it is given
-                stage_enqueue(pipe, run_id, name, job_type)
-            occurrence_entry(pipe, job_id, name, next_at)
+            for job_id, name, at in places:
+                occurrence_entry(pipe, job_id, name, at)
             pipe.execute()
     except RedisError as exc:
-        log.warning("could not place the next occurrence of job=%s or enqueue run=%s (%s); housekeeping will",
-                    job_id, run_id, exc)
-    if run_id and job_type is None:
+        log.warning("could not place the next occurrences of jobs %s (%s); the next resync will",
+                    [job_id for job_id, _, _ in places], exc)
+    for run_id in gone:
         enqueue(db.session.get(Run, run_id))
 
 
