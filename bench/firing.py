@@ -2,8 +2,10 @@
 the lateness, early fires, duplicates and misses of the occurrences in a window.
 
 Lateness of a fire = Run.created_at - Run.occurrence_at: how long after its planned instant the
-occurrence was claimed in the database (the run row is the claim). A run created before its
-occurrence_at is an early fire. Two runs of one occurrence cannot exist (unique constraint), so a
+occurrence was claimed in the database (the run row is the claim; created_at is taken when the
+row is inserted, before the commit). Where the benchmark reads them, the RQ jobs' enqueued_at
+give the lateness of the hand-over to RQ too, commit and enqueue included. A run created before
+its occurrence_at is an early fire. Two runs of one occurrence cannot exist (unique constraint), so a
 duplicate is an occurrence logged as fired twice by the schedulers. A miss is a planned
 occurrence in the window without a run.
 """
@@ -154,7 +156,10 @@ def fired_twice(log_paths) -> tuple[int, int]:
 
 
 def lateness_summary(rows) -> dict:
-    late = [(row.created_at - row.occurrence_at).total_seconds() for row in rows]
+    return lateness_summary_of([(row.created_at - row.occurrence_at).total_seconds() for row in rows])
+
+
+def lateness_summary_of(late) -> dict:
     return {"fires": len(late), "p50": percentile(late, 50), "p95": percentile(late, 95),
             "p99": percentile(late, 99), "max": max(late, default=float("nan")),
             "min": min(late, default=float("nan")), "early": sum(1 for x in late if x < 0)}
@@ -183,6 +188,18 @@ def print_window(title, rows, expected, log_paths):
     print_early(rows)
     print(f"  duplicates (occurrences logged as fired twice): {twice} of {lines:,} 'occurrence fired' lines; "
           f"misses: {len(expected - got)} of {len(expected):,} planned occurrences")
+
+
+def print_handed(rows, handed: dict, indent="  "):
+    """Lateness of the hand-over to RQ: the RQ job's enqueued_at - the occurrence, for the window's
+    runs whose RQ job was seen (planned runs that found their job busy are skipped, never queued)."""
+    late = [(handed[row.id] - row.occurrence_at).total_seconds() for row in rows if row.id in handed]
+    if not late:
+        return
+    summary = lateness_summary_of(late)
+    print(f"{indent}handed to RQ (RQ enqueued_at - occurrence_at), {summary['fires']:,} runs: p50 "
+          f"{ms(summary['p50'])} ms, p95 {ms(summary['p95'])} ms, p99 {ms(summary['p99'])} ms, max "
+          f"{ms(summary['max'])} ms, min {ms(summary['min'])} ms; early {summary['early']}")
 
 
 def print_timeline(rows, start, slice_seconds, indent="  "):

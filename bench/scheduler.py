@@ -14,13 +14,15 @@ seconds (300 s for 10,000 at 33.3/s; at most 300, the longest poll period), thei
 spread evenly over one period, and places them (sync.place, as saving a plan does). Each job then
 fires once in the window. Printed: claim lateness p50/p95/p99/max (Run.created_at -
 Run.occurrence_at), early fires (created before the occurrence: must be 0), duplicates
-(occurrences logged as fired twice), misses (occurrences in the window without a run), and the
-lateness per slice of the window, where the scheduler's resyncs show.
+(occurrences logged as fired twice), misses (occurrences in the window without a run), the
+lateness per slice of the window, where the scheduler's resyncs show, and the lateness of the
+hand-over to RQ (the RQ job's enqueued_at - Run.occurrence_at: after the claim's commit, when a
+worker could start the run).
 
 No worker runs: the scheduler claims each fire in the database inline and puts the run on RQ. A
-stand-in for workers that keep up marks the window's queued runs succeeded and empties the RQ
-queue once a second, so the reaper (which looks at every queued run each pass) sees what it would
-with workers. --keep-queued leaves them queued, as with no worker: the backlog then grows by N.
+stand-in for workers that keep up marks the window's queued runs succeeded and takes their jobs
+off the RQ queue once a second (noting each one's enqueued_at), so the reaper (which looks at
+every queued run each pass) sees what it would with workers. --keep-queued leaves them queued, as with no worker: the backlog then grows by N.
 """
 import sys
 import time
@@ -35,13 +37,37 @@ import firing  # noqa: E402
 import seeding  # noqa: E402
 
 
-def stand_in_for_workers(job_ids):
-    """Mark the planned runs these jobs have queued as succeeded, then empty their RQ queue."""
+def take_from_rq(handed: dict):
+    """Take the queued runs' RQ jobs off the queue, noting when each reached RQ (the job's own
+    enqueued_at, to the microsecond) in handed {run id: aware datetime}. Only the jobs read are
+    removed: one queued meanwhile is taken, and timed, the next time."""
+    from datetime import timezone
+
     from rq import Queue
+    from rq.job import Job as RQJob
+
+    from webapp.execution.rqjobs import run_id_of
+    from webapp.extensions import redis_client
+    from webapp.jobtypes import registry
+
+    conn = redis_client.conn
+    queue = Queue(registry.get("system.selftest").queue, connection=conn)
+    ids = queue.get_job_ids()
+    for job in RQJob.fetch_many(ids, connection=conn):
+        if job is not None and job.enqueued_at is not None and run_id_of(job.id) is not None:
+            handed[run_id_of(job.id)] = job.enqueued_at.replace(tzinfo=timezone.utc)
+    with conn.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.lrem(queue.key, 0, job_id)
+            pipe.delete(RQJob.key_for(job_id))
+        pipe.execute()
+
+
+def stand_in_for_workers(job_ids, handed: dict):
+    """Mark the planned runs these jobs have queued as succeeded, then take their RQ jobs."""
     from sqlalchemy import update
 
-    from webapp.extensions import db, redis_client
-    from webapp.jobtypes import registry
+    from webapp.extensions import db
     from webapp.models import Run, RunStatus, Trigger
     from webapp.models.types import utcnow
 
@@ -50,20 +76,23 @@ def stand_in_for_workers(job_ids):
                                          Run.status == RunStatus.QUEUED, Run.trigger == Trigger.PLAN)
                        .values(status=RunStatus.SUCCEEDED, started_at=now, finished_at=now))
     db.session.commit()
-    Queue(registry.get("system.selftest").queue, connection=redis_client.conn).empty()
+    take_from_rq(handed)
 
 
-def watch(options, plan_ids, expected, start, end):
-    """Until the window's end, and up to 30 s more while some of its occurrences have no run."""
+def watch(options, plan_ids, expected, start, end) -> dict:
+    """Until the window's end, and up to 30 s more while some of its occurrences have no run;
+    returns {run id: when its RQ job was enqueued}."""
     from webapp.models.types import utcnow
 
+    handed = {}
     while True:
         now = utcnow()
         if now >= end + timedelta(seconds=3):
             if len(firing.fires(plan_ids, start, end)) >= expected or now >= end + timedelta(seconds=30):
-                return
+                take_from_rq(handed)
+                return handed
         if not options.keep_queued:
-            stand_in_for_workers(plan_ids)
+            stand_in_for_workers(plan_ids, handed)
         time.sleep(1)
 
 
@@ -87,11 +116,12 @@ def bench(options, env):
     anchors, start = firing.plan_window(plan_ids, period, lead)
     end = start + timedelta(seconds=period)
     expected = firing.expected_occurrences(anchors, period, start, end)
-    watch(options, plan_ids, len(expected), start, end)
+    handed = watch(options, plan_ids, len(expected), start, end)
     for process in schedulers:
         process.stop()
     rows = firing.fires(plan_ids, start, end)
     firing.print_window(f"Fires in the window of {period} s", rows, expected, [p.log_path for p in schedulers])
+    firing.print_handed(rows, handed)
     resyncs = [started + timedelta(seconds=n * options.resync_seconds) for n in range(1, 100)]
     inside = [f"+{(at - start).total_seconds():.0f}s" for at in resyncs if start <= at < end]
     print(f"  the schedulers' periodic resyncs were due about {', '.join(inside) or 'never'} into the window "
