@@ -86,9 +86,10 @@ def make_world() -> World:
         handle.write(b"a,b\n1,2\n")
     file = RunFile(run_id=run.id, job_id=job.id, name="out.csv", path=relative, size=8, content_type="text/csv")
     db.session.add(file)
-    _, token = ApiToken.issue(admin)
+    token_row, token = ApiToken.issue(admin)
     db.session.commit()
-    ids = {"job_id": job.id, "jobId": job.id, "run_id": run.id, "runId": run.id, "file_id": file.id}
+    ids = {"job_id": job.id, "jobId": job.id, "run_id": run.id, "runId": run.id, "file_id": file.id,
+           "domain_id": job.domain_id, "user_id": admin.id, "token_id": token_row.id}
     return World(admin.username, ids, {"Authorization": f"Bearer {token}"})
 
 

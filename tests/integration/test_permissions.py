@@ -293,7 +293,10 @@ def test_run_selected_queues_runs_only_for_visible_jobs(app, world, sign_in, rol
         assert len(run_ids_of(app, world.jobs[key]) - before[key]) == 1
     assert run_ids_of(app, world.deleted) == set()
     page = client.get("/jobs/").get_data(as_text=True)
-    assert f"Queued {len(VISIBLE[role])} run(s)" in page
+    count = len(VISIBLE[role])
+    assert f"Queued {count} run{'' if count == 1 else 's'}:" in page
+    # The others (another domain's, deleted, never there) are told apart from none: they are gone.
+    assert f"{len(ticked) - count} of the ticked jobs no longer exist: nothing was done to them." in page
 
 
 def test_run_selected_with_only_other_domains_jobs_queues_nothing(app, world, sign_in):
@@ -303,7 +306,10 @@ def test_run_selected_with_only_other_domains_jobs_queues_nothing(app, world, si
     assert response.status_code == 302
     with app.app_context():
         assert db.session.scalar(select(func.count(Run.id))) == len(JOBS)  # only the world's own runs
-    assert "Tick at least one job to run." in client.get("/jobs/").get_data(as_text=True)
+    # Jobs of another domain answer as if they did not exist (not "tick at least one job").
+    page = client.get("/jobs/").get_data(as_text=True)
+    assert "3 of the ticked jobs no longer exist: nothing was done to them." in page
+    assert "Tick at least one job" not in page
 
 
 # --- signed out ------------------------------------------------------------------------------
