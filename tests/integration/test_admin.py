@@ -231,6 +231,7 @@ def test_the_last_active_superadmin_is_neither_demoted_nor_deactivated(app, root
     root.client.post(f"/admin/users/{second_id}/reactivate", data={"csrf_token": root.token})
     response = root.client.post(f"/admin/users/{me.id}", data={"csrf_token": root.token, "role": "sysadmin"})
     assert response.status_code == 302 and user_named(app, "root").role == Role.SYSADMIN
+    assert urlsplit(response.headers["Location"]).path == "/"  # not to a page that is now 404
     assert root.client.get("/admin/users").status_code == 404  # no longer a superadmin
 
 

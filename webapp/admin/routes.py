@@ -107,6 +107,8 @@ def user_detail(user_id):
                 form.role.errors.append(str(exc))
             else:
                 flash(f"{user.username} is saved." if changed else "Nothing changed.", "success")
+                if not can_administer(current_user):  # a superadmin who stepped down
+                    return redirect(url_for("main.index"))
                 return redirect(url_for("admin.user_detail", user_id=user.id))
         return _user_page(user, profile=form, status=400)
     return _user_page(user)
