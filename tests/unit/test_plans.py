@@ -206,11 +206,22 @@ REFUSED = [
     ({"kind": "poll", "seconds": 0, "anchor": ANCHOR}, "seconds", "Must be between 1 and 300 seconds."),
     ({"kind": "poll", "seconds": 301, "anchor": ANCHOR}, "seconds", "Must be between 1 and 300 seconds."),
     ({"kind": "poll", "seconds": "301", "anchor": ANCHOR}, "seconds", "Must be between 1 and 300 seconds."),
-    ({"kind": "cron", "expression": "every five minutes"}, "expression", "Not a valid five-field cron expression:"),
-    ({"kind": "cron", "expression": "61 * * * *"}, "expression", "Not a valid five-field cron expression:"),
-    ({"kind": "cron", "expression": "*/5 * * * * *"}, "expression", "Not a valid five-field cron expression:"),
-    ({"kind": "cron", "expression": "@daily"}, "expression", "Not a valid five-field cron expression:"),
-    ({"kind": "cron", "expression": "R * * * *"}, "expression", "Not a valid five-field cron expression:"),
+    ({"kind": "cron", "expression": "every five minutes"}, "expression",
+     "A cron expression has five fields: minute hour day-of-month month day-of-week, e.g. 30 2 * * 1-5; "
+     "this one has 3 fields."),
+    ({"kind": "cron", "expression": "61 * * * *"}, "expression", "The minute field takes 0–59; 61 is out of range."),
+    ({"kind": "cron", "expression": "0 24 * * *"}, "expression", "The hour field takes 0–23; 24 is out of range."),
+    ({"kind": "cron", "expression": "0 0 0 * *"}, "expression",
+     "The day of month field takes 1–31, or L (the last day); 0 is out of range."),
+    ({"kind": "cron", "expression": "0 0 * 13 *"}, "expression", "The month field takes 1–12 or JAN–DEC; 13 is out"),
+    ({"kind": "cron", "expression": "0 0 * * FUN"}, "expression",
+     "The day of week field takes 0–7 or SUN–SAT; 'FUN' is not one of them."),
+    ({"kind": "cron", "expression": "30-10 * * * *"}, "expression", "The minute range '30-10' runs backwards"),
+    ({"kind": "cron", "expression": "*/0 * * * *"}, "expression", "The step of the minute field ('0') must be"),
+    ({"kind": "cron", "expression": "1#2 * * * *"}, "expression", "The minute field '1#2' is not valid: use a value"),
+    ({"kind": "cron", "expression": "*/5 * * * * *"}, "expression", "this one has 6 fields."),
+    ({"kind": "cron", "expression": "@reboot"}, "expression", "'@reboot' is not a shortcut this schedule knows"),
+    ({"kind": "cron", "expression": "R * * * *"}, "expression", "The minute field takes 0–59; 'R' is not one of them."),
     ({"kind": "cron", "expression": "0 0 30 2 *"}, "expression", "never matches"),
     ({"kind": "cron"}, "expression", "A cron expression is required"),
     ({"kind": "period", "repeat": "daily"}, "start", "A start date and time is required."),
@@ -234,6 +245,16 @@ def test_refused_input_names_the_field(data, field, message):
         parse_plan(data)
     assert field in info.value.errors, info.value.errors
     assert message in info.value.errors[field]
+
+
+@pytest.mark.parametrize(("macro", "expression"), [
+    ("@daily", "0 0 * * *"), ("@midnight", "0 0 * * *"), ("@hourly", "0 * * * *"), ("@weekly", "0 0 * * 0"),
+    ("@monthly", "0 0 1 * *"), ("@yearly", "0 0 1 1 *"), ("@ANNUALLY", "0 0 1 1 *"), (" @daily ", "0 0 * * *"),
+])
+def test_cron_shortcuts_are_stored_as_the_five_fields_they_stand_for(macro, expression):
+    plan = parse_plan({"kind": "cron", "expression": macro})
+    assert plan.to_dict() == {"kind": "cron", "expression": expression}
+    assert plan.describe() == f"cron {expression}"
 
 
 def test_all_problems_are_reported_together():

@@ -638,6 +638,71 @@ def _check_times(value: Any) -> tuple[time, ...]:
 
 # Any fixed moment will do: it only proves the expression matches some real date.
 _CRON_PROBE_START = datetime(2000, 1, 1)
+# The shortcuts people type from other cron tables, as the five fields they stand for.
+CRON_MACROS = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
+               "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+_WEEKDAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
+
+
+@dataclass(frozen=True)
+class _CronField:
+    name: str
+    low: int
+    high: int
+    names: tuple[str, ...] = ()  # names[i] stands for low + i
+    last: bool = False  # takes "L" (the last day of the month)
+
+    @property
+    def allowed(self) -> str:
+        text = f"{self.low}–{self.high}"
+        if self.names:
+            text += f" or {self.names[0]}–{self.names[-1]}"
+        return text + (", or L (the last day)" if self.last else "")
+
+
+_CRON_FIELDS = (
+    _CronField("minute", 0, 59),
+    _CronField("hour", 0, 23),
+    _CronField("day of month", 1, 31, last=True),
+    _CronField("month", 1, 12, _MONTHS),
+    _CronField("day of week", 0, 7, _WEEKDAYS),  # 0 and 7 are both Sunday
+)
+_CRON_ITEM = re.compile(r"(?P<base>\*|[A-Za-z0-9]+(?:-[A-Za-z0-9]+)?)(?:/(?P<step>[^/]*))?")
+_CRON_FORMAT = "five fields: minute hour day-of-month month day-of-week, e.g. 30 2 * * 1-5"
+
+
+def _cron_value(text: str, spec: _CronField) -> int:
+    upper = text.upper()
+    if spec.names and upper in spec.names:
+        return spec.low + spec.names.index(upper)
+    if not re.fullmatch(r"[0-9]{1,4}", text):
+        raise _Invalid(f"The {spec.name} field takes {spec.allowed}; {_quoted(text)} is not one of them.")
+    value = int(text)
+    if not spec.low <= value <= spec.high:
+        raise _Invalid(f"The {spec.name} field takes {spec.allowed}; {value} is out of range.")
+    return value
+
+
+def _check_cron_field(text: str, spec: _CronField) -> None:
+    """Raise _Invalid naming the field and what it takes, for anything but *, values, ranges,
+    lists and steps (and L in the day of month)."""
+    for item in text.split(","):
+        if spec.last and item.upper() == "L":
+            continue
+        match = _CRON_ITEM.fullmatch(item)
+        if not match:
+            raise _Invalid(f"The {spec.name} field {_quoted(text)} is not valid: use a value ({spec.allowed}), "
+                           "a range (1-5), a list (1,15), a step (*/10) or *.")
+        base, step = match["base"], match["step"]
+        if base != "*":
+            low, _, high = base.partition("-")
+            first = _cron_value(low, spec)
+            if high and _cron_value(high, spec) < first:
+                raise _Invalid(f"The {spec.name} range {_quoted(base)} runs backwards; write the lower value first.")
+        if step is not None and (not re.fullmatch(r"[0-9]{1,4}", step) or not 1 <= int(step) <= spec.high):
+            raise _Invalid(f"The step of the {spec.name} field ({_quoted(step)}) must be a whole number "
+                           f"from 1 to {spec.high}.")
 
 
 def _check_cron(value: Any) -> str:
@@ -645,20 +710,24 @@ def _check_cron(value: Any) -> str:
         raise _Invalid("A cron expression is required, e.g. */5 * * * *.")
     if not isinstance(value, str):
         raise _Invalid("Must be text, e.g. */5 * * * *.")
-    fields = value.split()
+    text = value.strip()
+    if text.startswith("@"):
+        if text.lower() not in CRON_MACROS:
+            raise _Invalid(f"{_quoted(text)} is not a shortcut this schedule knows; use @hourly, @daily, "
+                           f"@weekly, @monthly or @yearly, or {_CRON_FORMAT}.")
+        text = CRON_MACROS[text.lower()]
+    fields = text.split()
     if len(fields) != 5:
-        raise _Invalid(
-            "Not a valid five-field cron expression: expected minute hour day-of-month month "
-            f"day-of-week, got {len(fields)} field{'s' if len(fields) != 1 else ''}."
-        )
-    # croniter's "R" picks a random value on every parse, so fire times would change each time.
-    if any(part.strip().upper().startswith("R") for field in fields for part in field.split(",")):
-        raise _Invalid("Not a valid five-field cron expression: random values (R) are not supported.")
+        count = f"{len(fields)} field{'s' if len(fields) != 1 else ''}"
+        raise _Invalid(f"A cron expression has {_CRON_FORMAT}; this one has {count}.")
+    for field, spec in zip(fields, _CRON_FIELDS):
+        _check_cron_field(field, spec)
     expression = " ".join(fields)
     try:
         croniter(expression, _CRON_PROBE_START).get_next(datetime)
     except CroniterBadDateError:
         raise _Invalid("This cron expression never matches a real date.") from None
-    except (CroniterError, ValueError, KeyError) as exc:
-        raise _Invalid(f"Not a valid five-field cron expression: {exc}") from None
+    except (CroniterError, ValueError, KeyError):
+        # The field checks above let through only what croniter reads; this is a safety net.
+        raise _Invalid(f"This cron expression cannot be read; use {_CRON_FORMAT}.") from None
     return expression
