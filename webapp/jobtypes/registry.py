@@ -83,8 +83,17 @@ def parse_args(args: str) -> dict:
         key, sep, value = token.partition("=")
         if not sep or not key:
             raise InvalidArguments({"args": f"Arguments are key=value pairs; got {token!r}."})
+        if key in result:
+            # Which one was meant is a guess: refuse rather than run with the wrong one.
+            raise InvalidArguments({"args": f"{_short(key)} is given twice ({_short(key + '=' + result[key])} "
+                                            f"and {_short(token)}); give each argument once."})
         result[key] = value
     return result
+
+
+def _short(text: str) -> str:
+    """Input quoted in a message, cut so that a message never echoes a long argument."""
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 _REGISTRY: dict[str, JobType] = {}
