@@ -6,15 +6,17 @@ Fire times are stored as naive UTC. A date or a minute is one range of UTC insta
 day is not: 06:00 in Amsterdam is 05:00 UTC in winter and 04:00 UTC in summer. So the zone's
 history is cut into spans of one UTC offset each, and a time of day matches an instant whose
 UTC minute of the day is the local one less the offset of the span the instant falls in. All of
-it is plain SQL (ranges and EXTRACT), the same on SQLite and PostgreSQL, so finding stays one
-query with its count and its pages.
+it is plain SQL (ranges and the minute of the day), on SQLite and PostgreSQL alike, so finding
+stays one query with its count and its pages.
 """
 import re
 from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, extract, or_
+from sqlalchemy import Integer, and_, or_
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 FIND_MAX = 200  # characters of the find box that count
 _WHEN = re.compile(r"(?:(?P<year>\d{4})-(?P<month>\d{1,2})(?:-(?P<day>\d{1,2}))?)?"
@@ -61,7 +63,7 @@ def _local_range(match, zone: ZoneInfo) -> tuple[datetime, datetime]:
 
 
 def _time_of_day(column, local_minute: int, zone: ZoneInfo, today: date):
-    utc_minute = extract("hour", column) * 60 + extract("minute", column)
+    utc_minute = minute_of_day(column)
     by_offset = {}
     for start, end, offset in offset_spans(zone.key, today.year - SPAN_YEARS, today.year + SPAN_YEARS):
         within = [column < end] if start is None else [column >= start] if end is None else \
@@ -100,3 +102,24 @@ def offset_spans(zone_key: str, first_year: int, last_year: int) -> tuple:
         day = following
     spans.append((start, None, current))
     return tuple(spans)
+
+
+class minute_of_day(FunctionElement):  # noqa: N801  (an SQL function, named as one)
+    """The minute of the day (0-1439) of a naive datetime column."""
+
+    type = Integer()
+    name = "minute_of_day"
+    inherit_cache = True
+
+
+@compiles(minute_of_day)
+def _minute_of_day_sqlite(element, compiler, **kw):
+    column = compiler.process(list(element.clauses)[0], **kw)
+    return f"(CAST(strftime('%H', {column}) AS INTEGER) * 60 + CAST(strftime('%M', {column}) AS INTEGER))"
+
+
+@compiles(minute_of_day, "postgresql")
+def _minute_of_day_postgresql(element, compiler, **kw):
+    # date_part gives a double; EXTRACT a numeric, about twice as slow over 10,000 jobs.
+    column = compiler.process(list(element.clauses)[0], **kw)
+    return f"(date_part('hour', {column}) * 60 + date_part('minute', {column}))"
