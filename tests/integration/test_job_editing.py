@@ -142,6 +142,12 @@ def fire_times(node: Node) -> list[datetime]:
     return [datetime.fromisoformat(t.attrs["datetime"]) for t in node.find_all("time") if t.parent.tag == "li"]
 
 
+def next_fires(admin, job_id) -> list[datetime]:
+    """The next fire times the job page's scheduling tab lists (the saved plan's, not the form's)."""
+    listed = html(admin.get(f"/jobs/{job_id}?tab=scheduling")).find(id="next-fires")
+    return fire_times(listed) if listed is not None else []
+
+
 # --- fixtures ------------------------------------------------------------------------------------
 
 @pytest.fixture(autouse=True)
@@ -303,9 +309,9 @@ def test_creating_an_interval_job_fires_when_saved_then_every_interval(app, admi
     page = html(admin.get(response.headers["Location"]))
     assert "Job “Nightly self-test” is saved." in flashes(page)
     assert page.find("h1").text() == "Nightly self-test"
-    shown = fire_times(page)
+    shown = next_fires(admin, job_id)
     assert shown == [anchor + timedelta(hours=12 * k) for k in range(5)]
-    assert "every 12 hours" in page.text()
+    assert "every 12 hours" in html(admin.get(f"/jobs/{job_id}?tab=scheduling")).text()
 
     [event] = audits(app, job_id)
     assert event.action == "create" and event.actor_name == admin.username and event.before is None
@@ -360,9 +366,9 @@ def test_creating_a_disabled_job_schedules_nothing(app, admin):
     job = get_job(app, job_id)
     assert job.plan == {"kind": "disabled"} and job.next_fire_at is None
     assert scheduled_entries(app) == {}
-    page = html(admin.get(f"/jobs/{job_id}"))
-    assert fire_times(page) == []
-    assert "Runs only when started by hand or through the API." in page.text()
+    page = html(admin.get(f"/jobs/{job_id}?tab=scheduling"))
+    assert next_fires(admin, job_id) == []
+    assert "None: the job runs only when started by hand or through the API." in page.text()
 
 
 @pytest.fixture
@@ -410,9 +416,12 @@ def test_automatic_is_offered_only_for_types_that_declare_a_plan(app, admin, aut
     ({"plan__kind": "interval", "plan__every": "", "plan__unit": "hours"}, "plan-every", "A value is required."),
     ({"plan__kind": "poll", "plan__seconds": "301"}, "plan-seconds", "Must be between 1 and 300 seconds."),
     ({"plan__kind": "cron", "plan__expression": "61 * * * *"}, "plan-expression",
-     "Not a valid five-field cron expression"),
+     "The minute field takes 0–59; 61 is out of range."),
     ({"plan__kind": "cron", "plan__expression": "every day at noon"}, "plan-expression",
-     "Not a valid five-field cron expression"),
+     "A cron expression has five fields: minute hour day-of-month month day-of-week, e.g. 30 2 * * 1-5; "
+     "this one has 4 fields."),
+    ({"plan__kind": "cron", "plan__expression": "@reboot"}, "plan-expression",
+     "'@reboot' is not a shortcut this schedule knows; use @hourly, @daily, @weekly, @monthly or @yearly"),
     ({"plan__kind": "period", "plan__start": "", "plan__repeat": "daily"}, "plan-start",
      "A start date and time is required."),
     ({"plan__kind": "daily", "plan__times": "25:00"}, "plan-times", "'25:00' is not a valid time"),
@@ -501,7 +510,7 @@ def test_report_on_needs_an_address_and_good_addresses_are_stored(app, admin):
     job = get_job(app, job_id)
     assert job.report_enabled is True
     assert job.report_recipients == "dm@example.org, pi@example.org"
-    assert "Sent to dm@example.org, pi@example.org" in html(admin.get(f"/jobs/{job_id}")).text()
+    assert "On: sent to dm@example.org, pi@example.org" in html(admin.get(f"/jobs/{job_id}")).text()
 
 
 def test_parameters_are_validated_by_the_job_types_schema(app, admin):
@@ -991,7 +1000,7 @@ def test_remove_then_restore(app, admin):
     page = html(admin.get(f"/jobs/{job_id}"))
     assert "“Nightly self-test” is removed: it no longer runs on its plan." in flashes(page)
     assert page.find("form", action=f"/jobs/{job_id}/remove") is None
-    assert fire_times(page) == []
+    assert next_fires(admin, job_id) == []
     row = listed(admin)[job_id]  # still listed, with no next fire time
     assert "removed" in row.text() and row.find_all("td")[-2].text() == "—"
     [event] = audits(app, job_id, "remove")
@@ -1018,7 +1027,7 @@ def test_remove_then_restore(app, admin):
     assert listed(admin)[job_id].find_all("td")[-2].text() == job.next_fire_at.astimezone(TZ).strftime("%Y-%m-%d %H:%M")
     [event] = audits(app, job_id, "restore")
     assert event.after == {"state": "active", "next_fire_at": job.next_fire_at.isoformat()}
-    assert len(fire_times(html(admin.get(f"/jobs/{job_id}")))) == 5
+    assert len(next_fires(admin, job_id)) == 5
 
 
 def test_a_job_with_a_run_in_progress_can_be_removed_and_the_run_goes_on(app, admin):
@@ -1256,7 +1265,7 @@ def test_a_monthly_period_from_the_last_minute_of_year_9999_is_no_500(app, admin
 
     job_id = saved(admin.post("/jobs/new", data=new_job_form(admin, **plan)))
     assert get_job(app, job_id).next_fire_at == last
-    assert fire_times(html(admin.get(f"/jobs/{job_id}"))) == [last]
+    assert next_fires(admin, job_id) == [last]
     assert admin.get("/jobs/").status_code == 200
     assert admin.get(f"/jobs/{job_id}/edit").status_code == 200
 
@@ -1282,3 +1291,42 @@ def test_run_selected_ignores_ids_that_are_not_canonical(app, admin, job_id):
     assert "Tick at least one job to run." in flashes(html(admin.get("/jobs/")))
     with app.app_context():
         assert db.session.scalar(select(func.count(Run.id))) == 0
+
+
+# --- what a new user hit ---------------------------------------------------------------------------
+
+def test_a_domain_admin_with_one_domain_is_not_asked_to_pick_it(app, sign_in, domains):
+    client = sign_in(Role.DOMAIN_ADMIN, "study_b")  # Study B has no sites: one domain to choose from
+    page = html(client.get("/jobs/new"))
+    assert page.find("select", name="domain_id") is None
+    assert all(legend.text() != "Execution" for legend in page.find_all("legend"))
+    row = page.find(data_field="scope")
+    assert "Execution" in row.text() and "By domain: Study B" in row.text()
+    hidden = page.find("input", name="domain_id")
+    assert hidden.attrs["type"] == "hidden" and hidden.attrs["value"] == str(domains.study_b)
+    form = new_job_form(client, scope="domain", domain_id=str(domains.study_b))
+    job = get_job(app, saved(client.post("/jobs/new", data=form)))
+    assert (job.scope, job.domain_id) == ("domain", domains.study_b)
+
+
+def test_a_domain_admin_with_several_domains_chooses_without_an_empty_heading(sign_in):
+    client = sign_in(Role.DOMAIN_ADMIN, "study_a")  # Study A and its site
+    page = html(client.get("/jobs/new"))
+    assert page.find("select", name="domain_id") is not None
+    assert all(legend.text() != "Execution" for legend in page.find_all("legend"))
+
+
+def test_switching_to_a_period_reads_the_repeat_it_shows_and_empty_fields_are_no_error_yet(admin):
+    token = csrf_from(admin.get("/jobs/new"))
+    data = {"plan-kind": "period", "plan-shown_kind": "disabled", "job_type": "system.selftest"}
+    fragment = html(admin.post("/jobs/new/plan-fields", data=data, headers={"HX-Request": "true", "X-CSRFToken": token}))
+    repeat = fragment.find("select", name="plan-repeat")
+    assert [o.attrs.get("value") for o in repeat.find_all("option") if "selected" in o.attrs] == ["daily"]
+    shown = fragment.find(id="plan-preview").text()
+    assert "Must be" not in shown and "required" not in shown
+    assert "Fill in Start (date and time) to see the next fire times." in shown
+    # Typed wrong is an error at once; typed right gives the fire times, daily.
+    wrong = html(preview(admin, kind="period", start="soon", repeat="daily")).text()
+    assert "Not a valid date and time" in wrong
+    right = html(preview(admin, kind="period", start="2030-01-01T06:00", repeat="daily"))
+    assert len(fire_times(right)) == 5 and "Daily from 2030-01-01 06:00" in right.text()

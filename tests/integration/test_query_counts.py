@@ -79,7 +79,7 @@ def test_list_pages_make_as_many_statements_with_30_rows_as_with_3(app, estate):
     client, api_headers, (study_id, focus_id) = estate
     pages = {
         "jobs list": ("/jobs/", {}),
-        "job page": (f"/jobs/{focus_id}", {}),
+        "job page": (f"/jobs/{focus_id}?tab=executions", {}),  # the tab that lists runs
         "API jobs": ("/api/scheduled-jobs", api_headers),
         "API runs": (f"/api/scheduled-jobs/{focus_id}/runs", api_headers),
     }

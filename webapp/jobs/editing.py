@@ -489,6 +489,16 @@ def update_job(user, job: Job, data: JobInput, *, now: datetime | None = None) -
     return changed
 
 
+def update_plan(user, job: Job, plan: dict, version: int | None, *, now: datetime | None = None) -> dict:
+    """Save a new plan (as typed) for the job and keep its other settings: update_job, so the
+    same checks, conflict rule (a save from a form opened before another save is refused),
+    audit record and rescheduling apply."""
+    data = JobInput(name=job.name, description=job.description, job_type=job.job_type, scope=job.scope,
+                    domain_id=job.domain_id, params=dict(job.params or {}), plan=plan,
+                    report_enabled=job.report_enabled, report_recipients=job.report_recipients, version=version)
+    return update_job(user, job, data, now=now)
+
+
 def _locked(job: Job) -> Job:
     Job.lock(job.id)
     db.session.refresh(job)

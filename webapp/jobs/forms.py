@@ -53,8 +53,9 @@ class PlanForm(Form):
                        validate_choice=False)
     start = StringField("Start (date and time)", widget=DateTimeLocalInput(),
                         description="The first run; later runs keep its time of day.")
+    # A default, so that a switch to this kind reads the choice the browser shows (Daily), not None.
     repeat = SelectField("Repeat", choices=[Choice("daily", "Daily"), Choice("weekly", "Weekly"), Choice("monthly", "Monthly")],
-                         validate_choice=False)
+                         default="daily", validate_choice=False)
     days = SelectMultipleField("Days", choices=[Choice(str(i), name) for i, name in enumerate(DAY_NAMES)],
                                default=[str(i) for i in range(7)], validate_choice=False, widget=ListWidget(prefix_label=False),
                                option_widget=CheckboxInput())
@@ -118,6 +119,7 @@ class JobForm(FlaskForm):
     # The job's version when the form was opened: a save from a stale form is refused.
     version = HiddenField()
     type_fixed = False  # a system job's type is its code's, whatever is posted
+    only_domain = None  # (id, label) when the user may put a job in one domain and not the installation
 
     def set_choices(self, job_types, kinds, domains, installation: bool):
         self.job_type.choices = [Choice(jt.key, jt.label) for jt in job_types]
@@ -125,6 +127,11 @@ class JobForm(FlaskForm):
         self.domain_id.choices = [Choice("", "Choose a domain…")] + [Choice(str(i), label) for i, label in domains]
         if not installation:
             self.scope.choices = [c for c in self.scope.choices if c.value != Scope.INSTALLATION]
+            if len(domains) == 1:
+                # Nothing to choose: the form says where the job runs instead of asking.
+                self.only_domain = domains[0]
+                self.scope.data = Scope.DOMAIN.value
+                self.domain_id.data = str(domains[0][0])
 
     def _unseen(self, job_type) -> dict:
         """The fields the browser had not shown when the form was saved (a type or schedule kind
@@ -150,6 +157,14 @@ class JobForm(FlaskForm):
             params=params_form.raw() if params_form is not None else {}, plan=self.plan.raw(),
             report_enabled=bool(self.report_enabled.data), report_recipients=self.report_recipients.data or "",
             version=self._opened_at())
+
+    def plan_input(self) -> tuple[dict, int | None]:
+        """(the plan as typed, the version the form was opened at) for a save of the schedule
+        alone; raises InvalidJob if the user has not seen the fields of the kind to save."""
+        unseen = {key: message for key, message in self._unseen(None).items() if key.startswith(PLAN_PREFIX)}
+        if unseen:
+            raise editing.InvalidJob(unseen)
+        return self.plan.raw(), self._opened_at()
 
     def _opened_at(self) -> int | None:
         """The version the form was opened at (None for a new job); 0 if it is missing or garbled,
@@ -277,12 +292,23 @@ def _settings_of(job) -> dict:
 
 
 def plan_preview_of(form, job_type, job=None) -> dict:
-    """What the plan as typed would do: {"description", "times"}, or "errors" as (label, message)."""
+    """What the plan as typed would do: {"description", "times"}, or "errors" as (label, message)
+    for what was typed wrong, and "missing": the labels of required fields still empty (not an
+    error until the form is saved: nobody has typed anything wrong yet)."""
     try:
         result = editing.preview(form.plan.raw(), job_type, previous=job.plan if job else None)
     except PlanError as exc:
         fields = form.plan.form._fields
-        return {"description": "", "times": [],
-                "errors": [(fields[k].label.text if k in fields else "Schedule", message)
-                           for k, message in exc.errors.items()]}
-    return {"description": result.description, "times": result.times, "errors": []}
+        errors, missing = [], []
+        for key, message in exc.errors.items():
+            label = fields[key].label.text if key in fields else "Schedule"
+            if key in fields and _is_empty(fields[key].data):
+                missing.append(label)
+            else:
+                errors.append((label, message))
+        return {"description": "", "times": [], "errors": errors, "missing": missing}
+    return {"description": result.description, "times": result.times, "errors": [], "missing": []}
+
+
+def _is_empty(value) -> bool:
+    return value is None or value == [] or (isinstance(value, str) and not value.strip())

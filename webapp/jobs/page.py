@@ -1,32 +1,104 @@
 """The job page and its actions, and the job form: registered on the jobs blueprint."""
-from flask import flash, redirect, render_template, request, url_for
+from datetime import datetime
+
+from flask import flash, make_response, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from webapp import presenters
+from webapp import charts, presenters
 from webapp.auth.permissions import get_job_or_404
 from webapp.execution import dispatch
 from webapp.extensions import db
 from webapp.forms import ConfirmForm
-from webapp.jobs import editing, queries
+from webapp.jobs import editing, tabs
 from webapp.jobs.forms import RunNowForm, job_form, plan_preview_of
 from webapp.jobs.routes import bp
 from webapp.jobtypes import registry
 from webapp.models import Run, Trigger
 from webapp.pagination import paginate
+from webapp.scheduling import sync
 
 
 @bp.route("/<int:job_id>")
 def detail(job_id):
-    """One job: its settings, its plan with the next fire times, and its runs."""
+    """One job, with tabs: information, scheduling, latest executions, audit and charts (?tab=)."""
     job = get_job_or_404(current_user, job_id)
-    status = request.args.get("status", "")
-    runs = paginate(queries.job_runs_query(current_user, job.id, status), queries.RUN_SORTS, "id", "desc",
-                    tiebreak=None)
-    context = dict(job=job, runs=runs, status=status, form=RunNowForm(), confirm=ConfirmForm(),
-                   job_type=presenters.job_type(job), upcoming=presenters.upcoming_fires(job))
-    if request.htmx and request.htmx.target == "runs-table":
-        return render_template("jobs/_runs.html", **context)
-    return render_template("jobs/detail.html", **context)
+    tab = tabs.tab_of(request.args.get("tab"))
+    context = {**_page_context(job, tab), **TAB_CONTEXT[tab](job)}
+    target = request.htmx.target if request.htmx and not request.htmx.history_restore_request else None
+    template = {"job-tab": f"jobs/_tab_{tab}.html", "runs-table": "jobs/_runs.html"}.get(target, "jobs/detail.html")
+    response = make_response(render_template(template, **context))
+    response.vary.add("HX-Request")  # one address answers a fragment or the page: caches keep both apart
+    return response
+
+
+def _page_context(job, tab):
+    return dict(job=job, tab=tab, tabs=tabs.TABS, run_form=RunNowForm(), confirm=ConfirmForm(),
+                job_type=presenters.job_type(job))
+
+
+def _information(job):
+    return {}
+
+
+def _scheduling(job, plan_form=None, **outcome):
+    form, params, job_type = plan_form or job_form(current_user, job, posted=False)
+    return dict(upcoming=presenters.upcoming_fires(job), last_run=tabs.last_ran(job.id),
+                **_form_context(form, params, job_type, job), **outcome)
+
+
+def _executions(job):
+    wanted = tabs.run_filter(request.args)
+    runs = paginate(tabs.job_runs_query(job.id, wanted), tabs.RUN_SORTS, "id", "desc", tiebreak=None)
+    return dict(runs=runs, wanted=wanted, window=tabs.RUN_WINDOW,
+                polling=tabs.has_active_run(job.id) or any(not run.is_final for run in runs.items))
+
+
+def _audit(job):
+    events = paginate(tabs.job_audit_query(current_user, job.id), tabs.AUDIT_SORTS, "at", "desc", tiebreak=None)
+    return dict(events=events, audit_runs=tabs.AUDIT_RUN_WINDOW)
+
+
+def _charts(job):
+    rows = tabs.recent_durations(job.id)
+    bars, unit, size = tabs.duration_bars(rows, lambda run: url_for("runs.detail", run_id=run.id))
+    days = tabs.daily_outcomes(job.id, datetime.now(sync.timezone()).date())
+    return dict(durations=rows, duration_chart=charts.stacked_bars(
+                    bars, title=f"Duration of the last {len(rows)} runs of {job.name}, in {unit}", unit=f" {unit}",
+                    label_every=max(1, len(bars) // 10)),
+                days=days, rate_chart=charts.stacked_bars(
+                    tabs.rate_bars(days), title=f"Share of runs that succeeded per day, last {len(days)} days",
+                    unit=" %", label_every=5))
+
+
+TAB_CONTEXT = {"information": _information, "scheduling": _scheduling, "executions": _executions,
+               "audit": _audit, "charts": _charts}
+
+
+@bp.route("/<int:job_id>/plan", methods=["POST"])
+def plan_save(job_id):
+    """Save the schedule from the scheduling tab; the job's other settings stay as they are."""
+    job = get_job_or_404(current_user, job_id)
+    plan_form = job_form(current_user, job, saving=True)
+    form = plan_form[0]
+    outcome, status = {}, 200
+    try:
+        changed = editing.update_plan(current_user, job, *form.plan_input())
+    except editing.InvalidJob as exc:
+        form.show_errors(exc.errors, None)
+        outcome, status = dict(refused=True), 400
+    except editing.EditConflict as exc:
+        # Nothing is saved: the form starts again from the schedule the other save left.
+        plan_form, outcome, status = job_form(current_user, job, posted=False), dict(conflict=exc), 409
+    else:
+        if not request.htmx:
+            flash("The schedule is saved." if changed else "The schedule was not changed.",
+                  "success" if changed else "info")
+            return redirect(url_for("jobs.detail", job_id=job.id, tab="scheduling"))
+        outcome = dict(saved=bool(changed))
+    context = {**_page_context(job, "scheduling"), **_scheduling(job, plan_form, **outcome)}
+    if request.htmx:  # htmx swaps only 2xx answers: the fragment says what went wrong
+        return render_template("jobs/_tab_scheduling.html", **context)
+    return render_template("jobs/detail.html", **context), status
 
 
 @bp.route("/<int:job_id>/run", methods=["POST"])
