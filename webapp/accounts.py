@@ -90,8 +90,11 @@ def is_last_active_superadmin(user: User) -> bool:
     return not db.session.scalar(others)
 
 
-def _keep_a_superadmin(user: User, doing: str) -> None:
-    if is_last_active_superadmin(user):
+def _keep_a_superadmin(user: User, doing: str, actor) -> None:
+    """Refuse a superadmin's change that leaves no active superadmin. The command line (actor
+    None) may: whoever runs it can also create a superadmin there, and must be able to lock an
+    account whatever the state."""
+    if actor is not None and is_last_active_superadmin(user):
         raise LastSuperadmin(f"{user.username} is the last active superadmin: {doing} would leave nobody "
                              "able to manage users, domains and settings. Make another user superadmin first.")
 
@@ -104,7 +107,7 @@ def update_user(user: User, *, role, email=None, domain=None, supervised=(), act
     if role == Role.DOMAIN_ADMIN and domain is None:
         raise AccountError("A domain administrator needs a domain.")
     if role != Role.SUPERADMIN:
-        _keep_a_superadmin(user, "changing the role")
+        _keep_a_superadmin(user, "changing the role", actor)
     before = _profile(user)
     user.role, user.email, user.domain = role, (email or None), domain
     user.supervised = sorted(supervised, key=lambda d: d.name)
@@ -119,11 +122,11 @@ def update_user(user: User, *, role, email=None, domain=None, supervised=(), act
 
 
 def deactivate(user: User, *, actor=None) -> None:
-    """The user can no longer sign in or use API tokens; every session of the user ends. The last
-    active superadmin stays active, and nobody deactivates themselves (they would be locked out)."""
+    """The user can no longer sign in or use API tokens; every session of the user ends. In the
+    console the last active superadmin stays active, and nobody deactivates themselves."""
     if actor is not None and actor.id == user.id:
         raise AccountError("You cannot deactivate yourself; another superadmin can.")
-    _keep_a_superadmin(user, "deactivating them")
+    _keep_a_superadmin(user, "deactivating them", actor)
     user.active = False
     UserSession.end_all_of(user)
     record("deactivate", "user", user, actor=actor, object_name=user.username,
