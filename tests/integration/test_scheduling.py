@@ -144,18 +144,37 @@ def test_scheduler_start_creates_system_jobs_and_places_them(ctx, start_process)
 
 
 def test_resync_rewrites_only_what_is_missing_or_wrong(ctx):
-    jobs = [make_job(plan={"kind": "cron", "expression": f"{i} * * * *"}) for i in range(3)]
+    jobs = [make_job(plan={"kind": "cron", "expression": f"{i} * * * *"}) for i in range(4)]
     for job in jobs:
         sync.reschedule(job)
     assert sync.resync()["placed"] == 0
     conn = redis_client.conn
     key = sync.scheduler().scheduled_jobs_key
     conn.zadd(key, {sync.occurrence_id(jobs[0].id): 12345})  # a wrong time
-    conn.delete(f"rq:job:{sync.occurrence_id(jobs[1].id)}")  # an entry whose job hash is gone
+    conn.zrem(key, sync.occurrence_id(jobs[1].id))  # an entry lost
+    conn.delete(f"rq:job:{sync.occurrence_id(jobs[2].id)}")  # a job hash lost: the entry fires without it
+    jobs[3].next_fire_at += timedelta(hours=1)  # saved in the database, never placed (Redis was away)
+    db.session.commit()
     report = sync.resync()
-    assert report == {"placed": 2, "removed": 0, "kept": 1}
+    assert report == {"placed": 3, "removed": 0, "kept": 1}
     assert scheduled_entries() == {sync.occurrence_id(j.id): db.session.get(Job, j.id).next_fire_at.timestamp()
                                    for j in jobs}
+
+
+def test_an_occurrence_whose_job_hash_was_lost_fires_from_its_entry(ctx):
+    from webapp.scheduling.service import FiretimeScheduler
+
+    job = make_job(plan={"kind": "cron", "expression": "*/5 * * * *"})
+    job.next_fire_at = due = utcnow().replace(microsecond=0) - timedelta(seconds=1)
+    db.session.commit()
+    sync.place(job)
+    redis_client.conn.delete(f"rq:job:{sync.occurrence_id(job.id)}")
+    FiretimeScheduler(ctx, connection=redis_client.conn).fire_due()
+    run = db.session.scalar(select(Run).where(Run.job_id == job.id))
+    assert run.occurrence_at == due and run.status == RunStatus.QUEUED
+    job = db.session.get(Job, job.id)
+    assert scheduled_entries() == {sync.occurrence_id(job.id): job.next_fire_at.timestamp()}
+    assert job.next_fire_at > due
 
 
 def test_resync_after_redis_was_emptied_places_every_plan_again(ctx):

@@ -36,6 +36,7 @@ HOUSEKEEPING_LOCK = "firetime:scheduler:housekeeping"
 # A scheduler that finds the firing lock taken tries again this soon: the holder may die.
 LOCK_RETRY_SECONDS = 0.25
 WAKE_MARGIN = 0.002  # past the due second, so that rq-scheduler's rounding sees it due
+HOUSEKEEPING_NICENESS = 5  # added to the housekeeping process's niceness
 FIRE_BATCH = 200  # occurrences claimed in one transaction (a backlog after downtime goes in several)
 
 
@@ -97,14 +98,25 @@ class FiretimeScheduler(Scheduler):
                 db.session.remove()
 
     def get_jobs_to_queue(self, with_times=False):
-        """The due entries' RQ jobs, fetched in one round trip (rq-scheduler takes one each)."""
-        ids = [member.decode() for member in self.connection.zrangebyscore(
-            self.scheduled_jobs_key, 0, to_unix(datetime.utcnow()))]
+        """The due entries' RQ jobs, fetched in one round trip (rq-scheduler takes one each). An
+        occurrence whose job hash Redis lost is read from its entry; any other entry without its
+        job is dropped, as rq-scheduler drops it."""
+        entries = self.connection.zrangebyscore(self.scheduled_jobs_key, 0, to_unix(datetime.utcnow()),
+                                                withscores=True)
+        ids = [member.decode() for member, _ in entries]
         jobs = self.job_class.fetch_many(ids, connection=self.connection)
-        gone = [job_id for job_id, job in zip(ids, jobs, strict=True) if job is None]
+        found, gone = [], []
+        for job_id, (_, score), job in zip(ids, entries, jobs, strict=True):
+            if job is None:
+                job = sync.occurrence_from_entry(self, job_id, score)
+                if job is None:
+                    gone.append(job_id)
+                    continue
+                log.warning("occurrence %s had lost its job hash; fired from its entry", job_id)
+            found.append(job)
         if gone:
-            self.connection.zrem(self.scheduled_jobs_key, *gone)  # as rq-scheduler drops them
-        return [job for job in jobs if job is not None]
+            self.connection.zrem(self.scheduled_jobs_key, *gone)
+        return found
 
     def fire_due(self):
         """Claim every due entry in Redis, then fire the occurrences among them in batches (one
@@ -266,9 +278,11 @@ class HousekeepingProcess:
 
 def _keep_house(housekeeper: Housekeeper, token: str, parent_pid: int):
     """The child's body: its own database connections (the parent's are the parent's), SIGTERM
-    ends it after the current step, Ctrl-C is the parent's to handle."""
+    ends it after the current step, Ctrl-C is the parent's to handle. It yields the processor to
+    the firing loop (a lower priority): a pass may wait, a fire should not."""
     from webapp.extensions import db
 
+    os.nice(HOUSEKEEPING_NICENESS)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)

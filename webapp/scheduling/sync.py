@@ -1,12 +1,16 @@
 """The database holds each job's plan and next fire time; rq-scheduler holds that next
 occurrence as a one-shot entry. This module keeps the two in step, and rebuilds Redis
-from the database (on start, every minute, and after Redis was emptied)."""
+from the database (on start, every minute, and after Redis was emptied).
+
+An occurrence is wholly told by its entry in the sorted set (member: the job, score: the fire
+time), so the scheduler fires one whose RQ job hash was lost from the entry alone, and resync
+compares the sorted set with the database, never the 10,000 hashes one by one."""
 import logging
-from datetime import datetime, timedelta
+import math
+from datetime import datetime, timedelta, timezone as dt_timezone
 from zoneinfo import ZoneInfo
 
 from flask import current_app
-from rq.job import Job as RQJob
 from rq_scheduler import Scheduler
 from rq_scheduler.utils import to_unix
 from sqlalchemy import and_, or_, select
@@ -80,11 +84,24 @@ def occurrence_entry(pipe, job_id: int, name: str, at: datetime | None):
 def _stage(pipe, sched, job_id: int, name: str, at: datetime):
     """Queue on pipe what rq-scheduler's enqueue_at writes: the occurrence's job hash and its
     entry in the sorted set (times rounded down to the second, as rq-scheduler reads them)."""
-    rq_job = sched._create_job(FIRE, args=(job_id, at.isoformat()), id=occurrence_id(job_id),
-                               queue_name=OCCURRENCE_QUEUE, description=f"next occurrence of {name}",
-                               commit=False)
+    rq_job = _occurrence_job(sched, job_id, at, f"next occurrence of {name}")
     rq_job.save(pipeline=pipe)
     pipe.zadd(sched.scheduled_jobs_key, {rq_job.id: to_unix(at)})
+
+
+def _occurrence_job(sched, job_id: int, at: datetime, description: str):
+    return sched._create_job(FIRE, args=(job_id, at.isoformat()), id=occurrence_id(job_id),
+                             queue_name=OCCURRENCE_QUEUE, description=description, commit=False)
+
+
+def occurrence_from_entry(sched, member: str, score: float):
+    """The RQ job (unsaved) of an occurrence whose job hash Redis lost, from its entry alone; None
+    if the member is not an occurrence."""
+    if not member.startswith(OCCURRENCE_PREFIX):
+        return None
+    job_id = int(member[len(OCCURRENCE_PREFIX):])
+    at = datetime.fromtimestamp(score, dt_timezone.utc)
+    return _occurrence_job(sched, job_id, at, f"occurrence of job {job_id}, read from its entry")
 
 
 BATCH = 500  # entries a pipeline: one round trip each, never one per job
@@ -112,9 +129,9 @@ def _fix_next_fire_times(now: datetime):
 
 def resync(now: datetime | None = None) -> dict:
     """Make rq-scheduler hold exactly each schedulable job's next occurrence, as the database
-    says. Idempotent, and cheap when nothing changed: one read of (id, name, time) per job,
-    one pipeline of EXISTS per batch, and only missing or wrong entries are written, in
-    pipelined batches."""
+    says. Idempotent, and cheap when nothing changed: one read of (id, name, time) per job, one
+    read of the sorted set, and only missing or wrong entries are written, in pipelined
+    batches. A lost job hash is not looked for: the scheduler fires such an entry all the same."""
     now = now or utcnow()
     conn = redis_client.conn
     sched = scheduler(conn)
@@ -125,20 +142,17 @@ def resync(now: datetime | None = None) -> dict:
     db.session.commit()
     held = {member.decode(): score for member, score in conn.zrange(key, 0, -1, withscores=True)}
     wanted = {occurrence_id(row.id): row for row in rows}
+    # Scores are whole seconds, rounded down as rq-scheduler's to_unix does (aware times).
+    wrong = [row for member, row in wanted.items() if held.get(member) != math.floor(row.next_fire_at.timestamp())]
 
     def place_batch(batch) -> int:
         with conn.pipeline(transaction=False) as pipe:
-            for member in batch:
-                pipe.exists(RQJob.key_for(member))
-            present = pipe.execute()
-            wrong = [wanted[m] for m, there in zip(batch, present, strict=True)
-                     if not there or held.get(m) != to_unix(wanted[m].next_fire_at)]
-            for row in wrong:
+            for row in batch:
                 _stage(pipe, sched, row.id, row.name, row.next_fire_at)
             pipe.execute()
-        return len(wrong)
+        return len(batch)
 
-    placed = each(_batches(list(wanted)), place_batch, "placing occurrences", rollback=False)
+    placed = each(_batches(wrong), place_batch, "placing occurrences", rollback=False)
     stray = [member for member in held if member.startswith(OCCURRENCE_PREFIX) and member not in wanted]
     each(_batches(stray), lambda batch: conn.zrem(key, *batch), "removing stray occurrences", rollback=False)
     if placed or stray:
