@@ -115,6 +115,12 @@ def test_the_log_icon_is_dark_until_that_user_reads_the_log(ctx, client, login_a
     page = client.get("/jobs/").get_data(as_text=True)
     assert f'aria-label="Log of run #{run.id} (unread)"' in page
     assert 'class="log-icon log-unread"' in page
+    # Sorting by the log puts what bob has not read first, jobs that never ran last, both ways.
+    never = make_job("Never ran")
+    read_by_bob = add_run(make_job("Read by bob"), RunStatus.FAILED, lines=2)
+    mark_read(bob, read_by_bob)
+    assert row_ids(client.get("/jobs/?sort=log&dir=asc")) == [job.id, silent.job_id, read_by_bob.job_id, never.id]
+    assert row_ids(client.get("/jobs/?sort=log&dir=desc")) == [silent.job_id, read_by_bob.job_id, job.id, never.id]
     # New lines after the read make it unread again.
     run.line_count = 9
     db.session.commit()
@@ -226,7 +232,7 @@ def test_every_column_sorts_with_empty_values_last_both_ways(root):
     assert row_ids(root.get("/jobs/?sort=name&dir=desc")) == [empty, b, a]
     page = root.get("/jobs/?sort=next&dir=asc").get_data(as_text=True)
     assert 'aria-sort="ascending"' in page
-    assert page.count('class="sortable"') == 8  # status, job, type, execution, domain, plan, previous, next
+    assert page.count('class="sortable"') == 9  # status, log, job, type, execution, domain, plan, previous, next
 
 
 # --- previous fire --------------------------------------------------------------------------------
@@ -344,7 +350,7 @@ def test_every_way_of_reading_the_list_makes_as_many_statements_with_30_rows_as_
     study = make_domain("Counted study")
     urls = ["/jobs/", "/jobs/?status=failed&status=succeeded&status=never&sort=status",
             "/jobs/?q=job&sort=plan&dir=desc", "/jobs/?type=system.selftest&sort=p.duration",
-            "/jobs/?q=06:00", "/jobs/?sort=previous&dir=desc"]
+            "/jobs/?q=06:00", "/jobs/?sort=previous&dir=desc", "/jobs/?sort=log&dir=desc"]
     counted = {}
     made = 0
     for rows in (3, 30):

@@ -9,7 +9,8 @@ from webapp.auth.permissions import jobs_query, runs_query
 from webapp.extensions import db
 from webapp.jobs.finding import FIND_MAX, fire_time_clause, like_pattern
 from webapp.jobtypes import registry
-from webapp.models import Domain, Job, Run, RunStatus
+from webapp.models import Domain, Job, LogRead, Run, RunStatus
+from webapp.models.runs import ACTIVE_STATUSES
 from webapp.presenters import declared_list_columns
 
 NEVER = "never"  # the status filter of jobs that never ran
@@ -51,12 +52,26 @@ class NullsLast:
         return self.expression.desc().nulls_last()
 
 
-def job_sorts() -> dict:
+def _unread_first(user):
+    """0 while the job's latest run has log lines `user` has not read (reads.is_unread), 1 once
+    read, NULL for a job that never ran: the same one seek per job as the status, with the
+    user's read mark of that run beside it."""
+    unread = case((LogRead.lines_read.is_(None), case((or_(Run.line_count > 0, Run.status.in_(ACTIVE_STATUSES)), 0),
+                                                      else_=1)),
+                  (Run.line_count > LogRead.lines_read, 0), else_=1)
+    return (select(unread).select_from(Run)
+            .outerjoin(LogRead, (LogRead.run_id == Run.id) & (LogRead.user_id == user.id))
+            .where(Run.job_id == Job.id, Run.status != RunStatus.SKIPPED)
+            .order_by(Run.id.desc()).limit(1).correlate(Job).scalar_subquery())
+
+
+def job_sorts(user) -> dict:
     """Every column of the list, by the key its header puts in ?sort=."""
     labels = {jt.key: jt.label.lower() for jt in registry.all_types()}
     plan_kind = Job.plan["kind"].as_string()
     return {
         "status": NullsLast(case(_STATUS_RANK, value=_newest(Run.status))),
+        "log": NullsLast(_unread_first(user)),
         "name": Job.name,
         # By the label the column shows; a type no longer installed by its stored key.
         "type": case(labels, value=Job.job_type, else_=Job.job_type) if labels else Job.job_type,

@@ -83,7 +83,7 @@ def list():
     counts = queries.type_counts(found)
     job_type = registry.get(state.job_type) if registry.is_known(state.job_type) else None
     columns = presenters.list_columns(job_type) if state.job_type else []
-    sorts = {**queries.job_sorts(), **{f"p.{key}": queries.NullsLast(Job.params[key].as_string())
+    sorts = {**queries.job_sorts(current_user), **{f"p.{key}": queries.NullsLast(Job.params[key].as_string())
                                        for key, _ in columns}}
     page = paginate(queries.of_type(found, state.job_type), sorts, "name", tiebreak=Job.id)
     latest = queries.latest_runs([job.id for job in page.items])
