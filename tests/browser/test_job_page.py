@@ -141,3 +141,42 @@ def test_the_schedule_is_changed_in_place_with_its_fire_times(ctx, live_server, 
     db.session.expire_all()
     assert db.session.get(Job, job.id).plan == {"kind": "cron", "expression": "0 0 * * *"}
     assert page.console_errors == []
+
+
+def test_latest_executions_update_live_and_cancel_a_waiting_run(ctx, live_server, page, check_accessible):
+    make_user(username="alice", password="correct horse")
+    job = make_job(name="Nightly export")
+    now = utcnow()
+    running = Run(job_id=job.id, trigger=Trigger.PLAN, status=RunStatus.IN_PROGRESS, created_at=now, started_at=now)
+    waiting = Run(job_id=job.id, trigger=Trigger.HAND, status=RunStatus.QUEUED, created_at=now)
+    db.session.add_all([running, waiting])
+    db.session.commit()
+    sign_in(page, live_server, f"/jobs/{job.id}?tab=executions")
+    rows = page.locator("#runs-table tbody tr")
+    expect(rows).to_have_count(2)
+    expect(page.locator(f"#run-{running.id}")).to_contain_text("In progress")
+    check_accessible(page)
+    screenshot(page, "job-tab-executions-active.png")
+
+    # The run ends on the worker: the row says so without a reload.
+    db.session.get(Run, running.id).status = RunStatus.SUCCEEDED
+    db.session.get(Run, running.id).finished_at = utcnow()
+    db.session.commit()
+    expect(page.locator(f"#run-{running.id}")).to_contain_text("Succeeded", timeout=8000)
+
+    # Cancel the waiting one from its row, after a confirmation.
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name=f"Cancel run #{waiting.id}").click()
+    expect(page.locator(f"#run-{waiting.id}")).to_contain_text("Cancelled")
+    expect(page.get_by_role("button", name=f"Cancel run #{waiting.id}")).to_have_count(0)
+    expect(page).to_have_url(re.compile(r"\?tab=executions$"))  # still on the job page
+    db.session.expire_all()
+    assert db.session.get(Run, waiting.id).status == RunStatus.CANCELLED
+    # Nothing is active any more: the table stops asking for itself.
+    expect(page.locator("#runs-table")).not_to_have_attribute("hx-trigger", "every 3s")
+
+    # The filters narrow the table and stay in the address.
+    page.get_by_label("Status").select_option("cancelled")
+    expect(rows).to_have_count(1)
+    expect(page).to_have_url(re.compile(r"status=cancelled"))
+    assert page.console_errors == []

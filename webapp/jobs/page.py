@@ -126,9 +126,9 @@ def skip_next(job_id):
     """Cancel only the next planned occurrence of the job."""
     job = get_job_or_404(current_user, job_id)
     run = dispatch.skip_next_occurrence(job, current_user)
-    flash("The next occurrence is cancelled." if run else "The job has no planned occurrence.",
+    flash("The next occurrence is skipped." if run else "The job has no planned occurrence.",
           "success" if run else "error")
-    return redirect(url_for("jobs.detail", job_id=job.id))
+    return redirect(url_for("jobs.detail", job_id=job.id, tab="scheduling"))
 
 
 @bp.route("/new", methods=["GET", "POST"])
