@@ -1,7 +1,7 @@
 """The audit page in Chromium: axe-core, filters that keep their state in the URL, and the CSV."""
 import re
-from datetime import datetime, timedelta, timezone
 
+from tests.browser.test_admin import sign_in
 from tests.factories import make_domain, make_job, make_user
 from webapp.extensions import db
 from webapp.models import Role
@@ -15,11 +15,7 @@ def test_audit_page_filters_and_is_accessible(ctx, live_server, page, check_acce
         record("edit", "job", job, actor=root, before={"description": f"v{i}"}, after={"description": f"v{i + 1}"})
     record("remove", "job", job, actor=root, before={"state": "active"}, after={"state": "removed"})
     db.session.commit()
-    page.goto(f"{live_server}/login?next=/audit/")
-    page.fill("#username", "root")
-    page.fill("#password", "correct horse")
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server}/audit/")
+    sign_in(page, live_server, "/audit/")
     check_accessible(page)
     page.screenshot(path="/tmp/firetime-admin-shots_audit.png", full_page=True)
     assert page.locator("#audit-table tbody tr").count() == 50
