@@ -268,3 +268,26 @@ def test_the_list_makes_as_many_statements_with_30_rows_as_with_3(estate, client
         body = response.get_data(as_text=True)
         assert body.count("· requester-") == shown and len(re.findall(r"<td>Site \d+-\d+</td>", body)) == shown
     assert counted[27] == counted[3]
+
+
+def test_an_order_no_index_serves_is_refused_while_more_than_the_cap_match(estate, client, login_as, monkeypatch):
+    monkeypatch.setattr(queries, "COUNT_CAP", 3)
+    login_as(SimpleNamespace(username="root"))
+    r = estate.runs
+    page = client.get("/executions/?sort=job&dir=desc")
+    assert listed(page) == sorted(r.values(), reverse=True)
+    assert "shown in run order: sorting them by job needs 3 or fewer" in page.get_data(as_text=True)
+    # Filtered down to the cap, the order applies.
+    page = client.get("/executions/?sort=job&dir=desc&q=import&status=failed")
+    assert listed(page) == [r["b_failed"], r["a_failed"]]
+    assert "sorting them" not in page.get_data(as_text=True)
+
+
+def test_a_window_reads_only_its_runs_even_with_ids_out_of_time_order(estate, client, login_as, ctx):
+    """A run committed a moment late (a higher id, an earlier time) is still in its window."""
+    late = _run(db.session.get(__import__("webapp.models", fromlist=["Job"]).Job, estate.jobs["a"]),
+                RunStatus.FAILED, ago=timedelta(hours=2, minutes=30))
+    login_as(SimpleNamespace(username="root"))
+    assert listed(client.get("/executions/?period=24h&status=failed")) == [late.id, estate.runs["b_failed"],
+                                                                           estate.runs["a_failed"]]
+    assert listed(client.get("/executions/?period=1h")) == [estate.runs["b_queued"], estate.runs["install_ok"]]

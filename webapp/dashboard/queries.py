@@ -2,8 +2,8 @@
 progress, the last 24 hours by status and by hour, the next planned fires, the latest failures.
 
 Every query reads a bounded slice however long the history grows: runs in progress and waiting
-through runs(status, job_id), the last 24 hours through runs(created_at), the latest failures
-newest first through the primary key (stopping at the tenth), the next fires through jobs.
+through runs(status, job_id), the last 24 hours and the last week's failures as ranges of the
+primary key (executions.queries.created_since), the next fires through jobs.
 """
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -12,8 +12,9 @@ from redis.exceptions import RedisError
 from sqlalchemy import func
 from sqlalchemy.orm import contains_eager
 
-from webapp.auth.permissions import jobs_query, runs_query
+from webapp.auth.permissions import jobs_query
 from webapp.execution import livelog
+from webapp.executions.queries import created_since, visible_runs
 from webapp.extensions import db, redis_client
 from webapp.models import Job, JobState, Run, RunStatus
 from webapp.models.runs import STATUS_LABELS
@@ -22,6 +23,7 @@ WINDOW = timedelta(hours=24)
 LIVE_SHOWN = 20  # runs in progress listed; the rest are counted
 NEXT_FIRES = 10
 FAILURES = 10
+FAILURES_WINDOW = timedelta(days=7)  # the latest failures are looked for in this window only
 # The chart stacks the statuses a run ends in, bottom up, then those of runs not yet ended.
 CHART_STATUSES = (RunStatus.SUCCEEDED, RunStatus.WARNINGS, RunStatus.FAILED, RunStatus.CANCELLED,
                   RunStatus.SKIPPED, RunStatus.IN_PROGRESS, RunStatus.QUEUED)
@@ -42,7 +44,7 @@ def _with_job(query):
 def live_runs(user) -> list[LiveRun]:
     """Runs in progress, the longest running first, with progress from Redis when it is there
     (the database's last value when Redis is away)."""
-    runs = db.session.scalars(_with_job(runs_query(user)).where(Run.status == RunStatus.IN_PROGRESS)
+    runs = db.session.scalars(_with_job(visible_runs(user)).where(Run.status == RunStatus.IN_PROGRESS)
                               .order_by(Run.started_at, Run.id).limit(LIVE_SHOWN)).all()
     return [LiveRun(run, *_progress(run)) for run in runs]
 
@@ -61,18 +63,10 @@ def _progress(run) -> tuple[int, str]:
 
 def active_counts(user) -> dict[str, int]:
     """How many runs are in progress and how many wait, now."""
-    query = (runs_query(user).with_only_columns(Run.status, func.count())
+    query = (visible_runs(user).with_only_columns(Run.status, func.count())
              .where(Run.status.in_((RunStatus.IN_PROGRESS, RunStatus.QUEUED))).group_by(Run.status))
     counts = dict(db.session.execute(query).all())
     return {status: counts.get(status, 0) for status in (RunStatus.IN_PROGRESS, RunStatus.QUEUED)}
-
-
-def status_counts(user, now: datetime) -> list[tuple[str, str, int]]:
-    """(status, label, runs created in the last 24 hours with that status), every status."""
-    query = (runs_query(user).with_only_columns(Run.status, func.count())
-             .where(Run.created_at >= now - WINDOW).group_by(Run.status))
-    counts = dict(db.session.execute(query).all())
-    return [(status.value, label, counts.get(status, 0)) for status, label in STATUS_LABELS.items()]
 
 
 def _hour_of(column):
@@ -82,19 +76,34 @@ def _hour_of(column):
     return func.strftime("%Y-%m-%dT%H", column)
 
 
-def hourly(user, now: datetime) -> list[tuple[datetime, dict[str, int]]]:
-    """The last 24 clock hours (the current one so far last): each hour's start (UTC) and its
-    runs by status."""
+@dataclass
+class LastDay:
+    counts: list[tuple[str, str, int]]  # (status, label, runs created in the last 24 hours), every status
+    hours: list[tuple[datetime, dict[str, int]]]  # the last 24 clock hours (UTC start), runs by status
+
+
+def last_day(user, now: datetime) -> LastDay:
+    """Runs created in the last 24 hours by status, and by clock hour and status: one query.
+
+    Grouped by hour and status, so that no index can serve the grouping and the database reads
+    the window through runs(created_at): grouped by status alone, SQLite would walk the whole
+    of runs(status, job_id) instead, the history under the window included; the window is read
+    as a range of ids (created_since). The chart's 24 bars start at a whole hour (the current
+    one, so far, is the last), so runs of the window's first part-hour count in the totals but
+    have no bar."""
     first = now.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
     hour = _hour_of(Run.created_at)
-    query = (runs_query(user).with_only_columns(hour, Run.status, func.count())
-             .where(Run.created_at >= first).group_by(hour, Run.status))
+    query = created_since(visible_runs(user).with_only_columns(hour, Run.status, func.count()),
+                          now - WINDOW).group_by(hour, Run.status)
+    totals: dict[str, int] = {}
     buckets = {first + timedelta(hours=n): {} for n in range(24)}
     for text, status, count in db.session.execute(query):
+        totals[status] = totals.get(status, 0) + count
         start = datetime.strptime(text, "%Y-%m-%dT%H").replace(tzinfo=timezone.utc)
         if start in buckets:
             buckets[start][status] = count
-    return list(buckets.items())
+    counts = [(status.value, label, totals.get(status, 0)) for status, label in STATUS_LABELS.items()]
+    return LastDay(counts, list(buckets.items()))
 
 
 def next_fires(user) -> list[Job]:
@@ -105,7 +114,10 @@ def next_fires(user) -> list[Job]:
     return db.session.scalars(query).all()
 
 
-def latest_failures(user) -> list[Run]:
-    """The latest failed runs, newest first."""
-    query = _with_job(runs_query(user)).where(Run.status == RunStatus.FAILED).order_by(Run.id.desc()).limit(FAILURES)
+def latest_failures(user, now: datetime) -> list[Run]:
+    """The latest failed runs of the last 7 days, newest first: the window's ids, newest first,
+    until ten are found, however many failures the history holds."""
+    query = created_since(_with_job(visible_runs(user)).where(Run.status + "" == RunStatus.FAILED),
+                          now - FAILURES_WINDOW)
+    query = query.order_by(Run.id.desc()).limit(FAILURES)
     return db.session.scalars(query).all()

@@ -54,10 +54,10 @@ def _live() -> dict:
 
 def _summary() -> dict:
     now = utcnow()
-    hours = queries.hourly(current_user, now)
+    day = queries.last_day(current_user, now)
     bars = [Bar(localtime(start, "%H:00"), [(status, counts.get(status, 0)) for status in queries.CHART_STATUSES])
-            for start, counts in hours]
+            for start, counts in day.hours]
     chart = stacked_bars(bars, title="Runs per hour over the last 24 hours, by status", label_every=3)
-    return dict(counts=queries.status_counts(current_user, now), hours=hours, chart=chart,
+    return dict(counts=day.counts, hours=day.hours, chart=chart,
                 statuses=queries.CHART_STATUSES, next_fires=queries.next_fires(current_user),
-                failures=queries.latest_failures(current_user), labels=STATUS_LABELS)
+                failures=queries.latest_failures(current_user, now), labels=STATUS_LABELS)

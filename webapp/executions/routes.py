@@ -24,8 +24,12 @@ def list():
     """Runs the user may see, newest first, filtered as the URL says."""
     filters = queries.parse_filters(request.args)
     # The cap makes paginate's count stop at COUNT_CAP + 1 rows; its own LIMIT gives way to the page's.
-    query = queries.executions_query(current_user, filters).limit(queries.COUNT_CAP + 1)
-    page = paginate(query, queries.SORTS, "id", default_direction="desc", tiebreak=Run.id.desc())
+    query = queries.executions_query(current_user, filters)
+    sorts, refused = queries.sorts_for(query, request.args.get("sort", "id"))
+    if refused:
+        filters.problems.append(refused)
+    page = paginate(query.limit(queries.COUNT_CAP + 1), sorts, "id", default_direction="desc",
+                    tiebreak=Run.id.desc())
     context = dict(page=page, filters=filters, capped=page.total > queries.COUNT_CAP, cap=queries.COUNT_CAP,
                    labels=queries.TRIGGER_LABELS, form=ConfirmForm())
     if request.htmx and request.htmx.target == "executions-table":
