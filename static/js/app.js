@@ -4,16 +4,6 @@ document.addEventListener("submit", function (event) {
   if (message && !window.confirm(message)) event.preventDefault();
 });
 
-// Keep the live log scrolled to the newest line unless the reader scrolled up to read.
-document.addEventListener("htmx:sseBeforeMessage", function () {
-  var log = document.getElementById("log");
-  if (log) log.dataset.follow = (log.scrollHeight - log.scrollTop - log.clientHeight < 40) ? "1" : "0";
-});
-document.addEventListener("htmx:sseMessage", function () {
-  var log = document.getElementById("log");
-  if (log && log.dataset.follow !== "0") log.scrollTop = log.scrollHeight;
-});
-
 // The header clock ticks: server time, from the server's own reading at page load (its time
 // zone offset included), advanced by the browser's clock each second.
 (function () {

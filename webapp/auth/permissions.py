@@ -117,6 +117,12 @@ def can_administer(user) -> bool:
     return user.is_authenticated and user.role == Role.SUPERADMIN
 
 
+def can_see_server_paths(user) -> bool:
+    """Server file paths in messages and tracebacks: they tell how the installation is laid out,
+    which is the superadmins' business only."""
+    return user.is_authenticated and user.role == Role.SUPERADMIN
+
+
 def can_manage_queues(user) -> bool:
     """Pause, resume and clear queues, and cancel what waits in them: they serve every domain,
     so only those responsible for the installation."""

@@ -13,7 +13,7 @@ the run ended, the download).
 """
 import re
 
-from webapp.auth.permissions import can_administer
+from webapp.auth.permissions import can_see_server_paths
 
 HIDDEN = "…/"
 # An absolute POSIX path of two or more parts. The look-behind keeps URLs ("https://host/a/b":
@@ -24,7 +24,7 @@ _PATH = re.compile(r"(?<![\w:/.~-])/(?:[\w.@+~-]+/)+([\w.@+~-]+)")
 
 def shows_server_paths(user) -> bool:
     """Whether `user` may read server file paths in messages and logs: superadmins only."""
-    return can_administer(user)
+    return can_see_server_paths(user)
 
 
 def hide_paths(text: str, show: bool = False) -> str:
