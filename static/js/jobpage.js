@@ -20,7 +20,7 @@
   function syncWithPanel() {
     var panel = document.getElementById("job-tab");
     var tab = panel && document.getElementById("tab-" + panel.getAttribute("data-tab"));
-    if (tab) select(tab);
+    if (tab) { select(tab); showSelected(); }
   }
 
   document.addEventListener("keydown", function (event) {
@@ -43,6 +43,12 @@
     var tab = event.target.closest && event.target.closest(TAB);
     if (tab) select(tab);
   });
+  // On a narrow screen the tab list scrolls sideways: keep the selected tab in sight.
+  function showSelected() {
+    var tab = document.querySelector(TAB + "[aria-selected=true]");
+    if (tab && tab.scrollIntoView) tab.scrollIntoView({block: "nearest", inline: "nearest"});
+  }
+  document.addEventListener("DOMContentLoaded", showSelected);
   document.addEventListener("htmx:afterSettle", syncWithPanel);
   document.addEventListener("htmx:historyRestore", syncWithPanel);
 

@@ -268,3 +268,21 @@ def test_a_job_of_another_domain_answers_404_on_every_tab(client, ctx, login_as,
     token = csrf_from(client.get("/jobs/"))
     response = client.post(f"/jobs/{job.id}/plan", data={"csrf_token": token, "plan-kind": "disabled"})
     assert response.status_code == 404
+
+
+@pytest.mark.parametrize("tab", TABS)
+def test_every_tab_of_a_job_whose_type_is_gone_still_opens(client, admin, tab):
+    job = make_job(name="Old export", job_type="site.renamed_export",
+                   plan={"kind": "cron", "expression": "0 2 * * *"})
+    add_run(job, RunStatus.FAILED)
+    for headers in ({}, hx("job-tab")):
+        response = client.get(f"/jobs/{job.id}?tab={tab}", headers=headers)
+        assert response.status_code == 200, (tab, headers)
+    assert "broken: unknown job type" in client.get(f"/jobs/{job.id}?tab={tab}").get_data(as_text=True)
+
+
+def test_a_system_jobs_automatic_schedule_is_offered_on_the_scheduling_tab(client, admin):
+    job = make_job(name="Purge history", job_type="system.purge_history", system=True, plan={"kind": "automatic"})
+    html = client.get(f"/jobs/{job.id}?tab=scheduling").get_data(as_text=True)
+    assert '<option selected value="automatic">' in html
+    assert "<dd>automatic: daily at 02:30" in html  # the plan its code declares
