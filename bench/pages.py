@@ -8,7 +8,10 @@
 Seeds (in bulk, see bench/seeding.py) 12 domains, a superadmin and a domain administrator, 10,000
 self-test jobs with plans, and the newest 10,000 runs of a history (3 % of them, and so 30,000 of
 1,000,000, belong to one "big" job; every tenth run has three log lines; a few runs are queued or
-in progress). Measures every page, then adds the older history up to --runs and measures again.
+in progress; one failed run of the big job gets 100,000 log lines for the log popup). Measures
+every page of the console (jobs list with filters and type views, job page and each tab, run
+page, log popup, dashboard, executions, audit) and the API, signed in as a superadmin and as a
+domain administrator, then adds the older history up to --runs and measures again.
 
 Each page is requested through Flask's test client of the app (in this process, no network:
 the figures are the app's own time, routing, queries and templates included) signed in with the
@@ -34,12 +37,13 @@ from common import (BenchError, SqlTimer, load_average, ms, new_parser, one_line
 import seeding  # noqa: E402
 
 TIMEZONE = "Europe/Amsterdam"
+JOB_TABS = ("information", "scheduling", "executions", "audit", "charts")
 
 
 class Pages:
     """The pages to time, with the clients that are signed in for them."""
 
-    def __init__(self, app, accounts, jobs, big_run_id, timeline):
+    def __init__(self, app, accounts, jobs, big_run_id, huge_run_id, timeline):
         from webapp.extensions import db
         from webapp.models import ApiToken, User
 
@@ -58,9 +62,21 @@ class Pages:
             ("jobs list, sorted by next fire, page 5", "admin", "/jobs/?sort=next&dir=desc&page=5"),
             ("jobs list, find 'nightly'", "admin", "/jobs/?q=nightly"),
             ("jobs list, domain administrator", "domain", "/jobs/"),
+            ("jobs list, failed, sorted by status", "admin", "/jobs/?status=failed&sort=status"),
+            ("jobs list, self-test view, page 50", "admin", "/jobs/?type=system.selftest&page=50"),
             ("job page of the big job", "admin", f"/jobs/{big}"),
             ("job page of the big job, failed runs", "admin", f"/jobs/{big}?status=failed"),
+            *[(f"job page of the big job, {tab} tab", "admin", f"/jobs/{big}?tab={tab}") for tab in JOB_TABS],
             ("run page (100 log lines)", "admin", f"/runs/{big_run_id}"),
+            ("log popup (100,000 log lines)", "htmx:admin", f"/runs/{huge_run_id}/popup"),
+            ("log popup (100,000 log lines), domain administrator", "htmx:domain", f"/runs/{huge_run_id}/popup"),
+            ("dashboard", "admin", "/dashboard/"),
+            ("dashboard, domain administrator", "domain", "/dashboard/"),
+            ("executions", "admin", "/executions/"),
+            ("executions, failed", "admin", "/executions/?status=failed"),
+            ("executions, domain administrator", "domain", "/executions/"),
+            ("audit", "admin", "/audit/"),
+            ("audit, domain administrator", "domain", "/audit/"),
             ("API scheduled-jobs", "api:admin", "/api/scheduled-jobs"),
             ("API scheduled-jobs, domain administrator", "api:domain", "/api/scheduled-jobs"),
             ("API runs of the big job, last 7 days", "api:admin", None),
@@ -91,6 +107,8 @@ class Pages:
         if who.startswith("api:"):
             client = self.clients[who[4:]]
             return self.call(client.get, path, headers={"Authorization": f"Bearer {self.tokens[who[4:]]}"})
+        if who.startswith("htmx:"):  # a fragment, as HTMX asks for it (the popup)
+            return self.call(self.clients[who[5:]].get, path, headers={"HX-Request": "true"})
         client = self.anonymous if who == "anonymous" else self.clients[who]
         return self.call(client.get, path)
 
@@ -187,13 +205,16 @@ def bench(options, env):
     big_run_id = db.session.scalar(select(func.max(Run.id)).where(Run.job_id == jobs.big_id,
                                                                   Run.status == "succeeded"))
     seeding.give_run_lines(big_run_id, 100)
+    huge_run_id = db.session.scalar(select(func.max(Run.id)).where(Run.job_id == jobs.big_id,
+                                                                   Run.status == "failed"))
+    seeding.give_run_lines(huge_run_id, 100_000)
     statistics = seeding.settle_statistics()
     total, big = run_counts(jobs.big_id)
     print(f"Seeded {options.jobs:,} jobs and {total:,} runs ({big:,} of the big job #{jobs.big_id}, "
           f"{len(active['in_progress'])} in progress, {len(active['waiting'])} waiting) in "
           f"{time.perf_counter() - started:.1f} s; {statistics}.", flush=True)
 
-    pages = Pages(env.app, accounts, jobs, big_run_id, timeline)
+    pages = Pages(env.app, accounts, jobs, big_run_id, huge_run_id, timeline)
     paths = pages.paths(timeline.created_at(options.runs))
     small = measure_all(pages, paths, options, engine, f"Phase 1: {total:,} runs, {big:,} of the big job")
 
