@@ -16,15 +16,14 @@ from typing import Callable
 from flask import current_app
 from redis.exceptions import RedisError
 from rq import Queue
-from sqlalchemy import insert, select, update
-from sqlalchemy.orm import joinedload
+from sqlalchemy import bindparam, insert, select, text, update
 
 from webapp.execution import livelog, notify
 from webapp.execution.context import RunAs
 from webapp.execution.rqjobs import RUNNER, run_job_id
 from webapp.extensions import db, redis_client
 from webapp.jobtypes import registry
-from webapp.models import Job, Run, RunFile, RunLogLine, RunStatus
+from webapp.models import Job, Run, RunFile, RunLogLine, RunStatus, User
 from webapp.models.audit import record
 from webapp.models.runs import ACTIVE_STATUSES
 from webapp.models.types import utcnow
@@ -88,34 +87,98 @@ def worker_label() -> str:
     return os.environ.get("RQ_WORKER_ID") or f"{socket.gethostname()}.{os.getpid()}"
 
 
-def claim(run_id: int, worker: str) -> Claimed | None:
-    """Move the run from queued to in progress, once; None if it was cancelled or taken."""
-    result = db.session.execute(
-        update(Run).where(Run.id == run_id, Run.status == RunStatus.QUEUED)
-        .values(status=RunStatus.IN_PROGRESS, started_at=utcnow(), worker_name=worker)
-        .execution_options(synchronize_session=False))
-    if result.rowcount != 1:
-        db.session.commit()
-        return None
-    run = db.session.scalar(select(Run).options(joinedload(Run.job).joinedload(Job.run_as)).where(Run.id == run_id))
-    job = run.job
-    claimed = Claimed(run.id, job.id, job.job_type, dict(job.params or {}), run.args or "",
-                      RunAs(job.run_as.id, job.run_as.username) if job.run_as else None, job.report_enabled)
+def claim(run_id: int, worker: str, live: bool = True, ending: "Ending | None" = None) -> Claimed | None:
+    """Move the run from queued to in progress, once; None if it was cancelled or taken.
+
+    One statement claims the run and reads what running it needs. `live=False`: the caller
+    marks the live start itself (the worker sends it with RQ's start record). `ending`: the
+    end of the worker's previous run, staged by end_run in the open transaction, commits with
+    this claim (one commit between two runs instead of two)."""
+    row = db.session.execute(_CLAIM, {"run_id": run_id, "queued": RunStatus.QUEUED,
+                                      "in_progress": RunStatus.IN_PROGRESS, "started_at": utcnow(),
+                                      "worker": worker}).one_or_none()
     db.session.commit()
-    try:
-        livelog.mark_started(redis_client.conn, run_id, worker, current_app.config["RUN_DEAD_AFTER"],
-                             current_app.config["LIVELOG_TTL"])
-    except RedisError as exc:  # the claim stands: the run goes on, and its live side follows
-        log.warning("could not mark run=%s started in Redis (%s); running it anyway", run_id, exc)
+    if ending is not None:
+        ending.announce()
+    if row is None:
+        return None
+    claimed = Claimed(run_id, row.job_id, row.job_type, dict(row.params or {}), row.args or "",
+                      RunAs(row.run_as_id, row.run_as_name) if row.run_as_id is not None else None,
+                      bool(row.report_enabled))
+    if live:
+        try:
+            livelog.mark_started(redis_client.conn, run_id, worker, current_app.config["RUN_DEAD_AFTER"],
+                                 current_app.config["LIVELOG_TTL"])
+        except RedisError as exc:  # the claim stands: the run goes on, and its live side follows
+            log.warning("could not mark run=%s started in Redis (%s); running it anyway", run_id, exc)
     return claimed
 
 
+def _claim_statement():
+    # Written out: SQLAlchemy renders RETURNING columns unqualified for SQLite, which makes the
+    # subqueries' columns ambiguous. Both SQLite (3.35+) and PostgreSQL take it as it is.
+    runs, jobs = Run.__table__.c, Job.__table__.c
+    return text("""
+        UPDATE runs SET status = :in_progress, started_at = :started_at, worker_name = :worker
+        WHERE id = :run_id AND status = :queued
+        RETURNING job_id, args,
+            (SELECT j.job_type FROM jobs j WHERE j.id = runs.job_id) AS job_type,
+            (SELECT j.params FROM jobs j WHERE j.id = runs.job_id) AS params,
+            (SELECT j.report_enabled FROM jobs j WHERE j.id = runs.job_id) AS report_enabled,
+            (SELECT j.run_as_id FROM jobs j WHERE j.id = runs.job_id) AS run_as_id,
+            (SELECT u.username FROM jobs j JOIN users u ON u.id = j.run_as_id WHERE j.id = runs.job_id)
+                AS run_as_name
+    """).bindparams(bindparam("started_at", type_=runs.started_at.type),
+                    bindparam("queued", type_=runs.status.type), bindparam("in_progress", type_=runs.status.type)
+                    ).columns(job_id=runs.job_id.type, args=runs.args.type, job_type=jobs.job_type.type,
+                              params=jobs.params.type, report_enabled=jobs.report_enabled.type,
+                              run_as_id=jobs.run_as_id.type, run_as_name=User.__table__.c.username.type)
+
+
+_CLAIM = _claim_statement()
+
+
 # --- finish ---------------------------------------------------------------------------------
+
+@dataclass
+class Ending:
+    """A run's end, written in the open transaction by end_run; once the caller has committed
+    it, announce() tells the rest: the live log, the next waiting run, the finish hooks."""
+
+    ended: Ended
+    following: Run | None
+
+    def announce(self):
+        run_id = self.ended.run_id
+        log.info("run finished run=%s job=%s status=%s", run_id, self.ended.job_id, self.ended.status)
+        try:
+            livelog.mark_end(redis_client.conn, run_id, self.ended.status, current_app.config["LIVELOG_TTL"])
+        except Exception:
+            log.warning("could not mark live log end run=%s", run_id)
+        if self.following is not None:
+            enqueue(self.following)
+        _run_finish_hooks(self.ended)
+
 
 def finish_run(run_id: int, status: str, message: str = "", ctx=None,
                lines: list | None = None, job_id: int | None = None, only=ACTIVE_STATUSES,
                audit: Callable[[], object] | None = None) -> bool:
     """Record a run's end once: the first caller wins (runner, cancel, reaper, stop callback).
+    See end_run; this commits it and announces it."""
+    ending = end_run(run_id, status, message, ctx, lines, job_id, only, audit)
+    if ending is None:
+        return False
+    db.session.commit()
+    ending.announce()
+    return True
+
+
+def end_run(run_id: int, status: str, message: str = "", ctx=None,
+            lines: list | None = None, job_id: int | None = None, only=ACTIVE_STATUSES,
+            audit: Callable[[], object] | None = None) -> Ending | None:
+    """Write a run's end in the transaction, which must hold nothing else yet; the caller
+    commits, then calls announce(). None, with the transaction rolled back, if the run was not
+    in one of the statuses `only` (it ended another way).
 
     The job is locked first, then the run (the order every writer of a job's runs keeps), and
     the job's next waiting run is handed over in the same transaction, so a run asked for
@@ -125,14 +188,14 @@ def finish_run(run_id: int, status: str, message: str = "", ctx=None,
     job_id = job_id or (ctx.job_id if ctx else db.session.scalar(select(Run.job_id).where(Run.id == run_id)))
     if job_id is None:
         db.session.rollback()
-        return False
+        return None
     Job.lock(job_id)
     result = db.session.execute(update(Run).where(Run.id == run_id, Run.status.in_(only))
                                 .values(**_end_values(status, message, ctx, lines))
                                 .execution_options(synchronize_session=False))
     if result.rowcount != 1:
         db.session.rollback()
-        return False
+        return None
     lines = ctx.lines if ctx is not None else lines
     if lines:
         db.session.execute(insert(RunLogLine.__table__), [
@@ -148,16 +211,7 @@ def finish_run(run_id: int, status: str, message: str = "", ctx=None,
                                                                      .where(Job.id == job_id))
     if audit is not None:
         audit()
-    db.session.commit()
-    log.info("run finished run=%s job=%s status=%s", run_id, job_id, status)
-    try:
-        livelog.mark_end(redis_client.conn, run_id, status, current_app.config["LIVELOG_TTL"])
-    except Exception:
-        log.warning("could not mark live log end run=%s", run_id)
-    if following is not None:
-        enqueue(following)
-    _run_finish_hooks(Ended(run_id, job_id, status, bool(reports)))
-    return True
+    return Ending(Ended(run_id, job_id, status, bool(reports)), following)
 
 
 def _end_values(status, message, ctx, lines) -> dict:

@@ -35,6 +35,7 @@ class Outcome:
     lines: list
     files: list
     reports: bool  # the job sends report emails
+    run_id: int = 0
 
 
 # Set by FiretimeWorker just before it forks the work horse. The long-lived worker claims the
@@ -68,7 +69,7 @@ def execute(run_id: int):
     if ctx.dropped_lines:
         message = (message + " " if message else "") + f"({ctx.dropped_lines} log lines beyond the limit were not kept.)"
     outcome = Outcome(status, message, ctx.job_id, ctx.percent, ctx.progress_message, ctx.warning_count,
-                      ctx.error_count, ctx.stats, ctx.lines, ctx.files, claimed.reports)
+                      ctx.error_count, ctx.stats, ctx.lines, ctx.files, claimed.reports, run_id)
     if run_id in handoff:
         _leave(outcome, handoff[run_id])
     else:
@@ -110,17 +111,25 @@ def collect(run_id: int, path: str, reason: str = NO_OUTCOME, stopped: bool = Fa
     """In the worker, once the horse has exited: record the end the horse left behind. A horse
     that left nothing was stopped on request, or died (killed, or failing to write): its run
     ends that way, with the reason the worker saw, unless it already ended another way."""
-    try:
-        with open(path, "rb") as handle:
-            outcome = pickle.load(handle)  # written by our own horse, in the worker's private dir
-    except FileNotFoundError:
+    outcome = take_outcome(path)
+    if outcome is None:
         if stopped:
             lifecycle.end_stopped(run_id)
         else:
             lifecycle.fail_lost_run(run_id, reason)
         return False
-    os.remove(path)
     return lifecycle.finish_run(run_id, outcome.status, outcome.message, ctx=outcome)
+
+
+def take_outcome(path: str) -> Outcome | None:
+    """The outcome the horse left (the file is removed), or None if it left none."""
+    try:
+        with open(path, "rb") as handle:
+            outcome = pickle.load(handle)  # written by our own horse, in the worker's private dir
+    except FileNotFoundError:
+        return None
+    os.remove(path)
+    return outcome
 
 
 def on_stopped(job, connection, *args, **kwargs):

@@ -20,6 +20,7 @@ import socket
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 
 from flask import current_app
 from redis import ConnectionPool, Redis
@@ -31,6 +32,8 @@ from redis.retry import Retry
 from rq import Worker
 from rq.command import parse_payload
 from rq.exceptions import StopRequested
+from rq.executions import Execution
+from rq.worker import WorkerStatus
 
 from webapp.execution import livelog, rqjobs
 from webapp.extensions import db
@@ -82,6 +85,10 @@ class FiretimeWorker(Worker):
         self.running_job_id = None
         self.stop_asked = False  # a stop command came for the running horse
         self.horse_fate = None  # why the running horse ended without an outcome, when known
+        self.live_start = None  # the run claimed here, whose live start goes with RQ's start record
+        self.lease_keeper = LeaseKeeper(self)
+        self.claimed_at = 0.0  # monotonic: the claim, which set the run's lease with its live start
+        self.pending_end = None  # the outcome of the last run, when its end waits for the next claim
 
     # -- Redis comes and goes -------------------------------------------------------------
     def redis_trouble(self, step, exc):
@@ -100,10 +107,13 @@ class FiretimeWorker(Worker):
                 delay = min(delay * 2, 10.0)
         raise StopRequested()
 
-    def rejoin(self):
-        """Register again if Redis came back empty, or was emptied (one HEXISTS): so that the
-        worker is listed, and the stop commands for its run reach it."""
-        if not self.connection.hexists(self.key, "birth"):
+    def rejoin(self, known=None):
+        """Register again if Redis came back empty, or was emptied (one HEXISTS, unless the
+        caller asked it already: `known`): so that the worker is listed, and the stop commands
+        for its run reach it."""
+        if known is None:
+            known = self.connection.hexists(self.key, "birth")
+        if not known:
             self.connection.delete(self.key)  # a heartbeat may have left a partial hash
             self.register_birth()
             log.info("worker %s: registered again, Redis had lost it", self.name)
@@ -112,7 +122,6 @@ class FiretimeWorker(Worker):
             self.redis_lost = False
 
     check_for_suspension = _patient(Worker.check_for_suspension)
-    dequeue_job_and_maintain_ttl = _patient(Worker.dequeue_job_and_maintain_ttl)
     run_maintenance_tasks = _tolerant(Worker.run_maintenance_tasks)
     set_state = _tolerant(Worker.set_state)
     set_current_job_working_time = _tolerant(Worker.set_current_job_working_time)
@@ -127,20 +136,41 @@ class FiretimeWorker(Worker):
 
     @_tolerant
     def heartbeat(self, timeout=None, pipeline=None):
-        if pipeline is None:
-            self.rejoin()
-        super().heartbeat(timeout, pipeline)
+        if pipeline is not None:
+            return super().heartbeat(timeout, pipeline)
+        # One round trip, not three (RQ sends HSET and EXPIRE one by one; then the HEXISTS of
+        # rejoin): RQ beats two or three times a job.
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.hexists(self.key, "birth")
+            super().heartbeat(timeout, pipe)
+            known = pipe.execute()[0]
+        self.rejoin(known)
 
     @_tolerant
     def prepare_execution(self, job):
+        """RQ's record that the job started (executions.prepare_execution), with the live start
+        of the run claimed for it (livelog.stage_started) in the same round trip."""
         self.execution = None  # a failure here must not leave the previous run's record behind
-        return super().prepare_execution(job)
+        starting, self.live_start = self.live_start, None
+        with self.connection.pipeline() as pipe:
+            self.execution = Execution.create(job, self.get_heartbeat_ttl(job), pipeline=pipe, worker_name=self.name)
+            self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+            if starting is not None:
+                config = current_app.config
+                livelog.stage_started(pipe, starting, self.name, config["RUN_DEAD_AFTER"], config["LIVELOG_TTL"])
+            refused = [r for r in pipe.execute(raise_on_error=False) if isinstance(r, Exception)]
+        if refused:  # a key of the wrong type, say: the claim stands, the run goes on
+            log.warning("could not mark run=%s started in Redis (%s); running it anyway", starting, refused[0])
+        return self.execution
 
     # -- one run ----------------------------------------------------------------------------
     def work(self, *args, **kwargs):
+        self.lease_keeper.start()
         try:
             return super().work(*args, **kwargs)
         finally:
+            self.lease_keeper.stop()
+            self.record_pending_end()
             shutil.rmtree(self.handoff_dir, ignore_errors=True)
 
     def execute_job(self, job, queue):
@@ -148,34 +178,46 @@ class FiretimeWorker(Worker):
 
         run_id = run_id_of(job)
         if run_id is None:
+            self.record_pending_end()
             db.session.remove()
             return super().execute_job(job, queue)
         # Claim and record the end here, on the worker's warm connection; the horse only runs
-        # the job code (see runner.preclaimed and runner.handoff).
+        # the job code (see runner.preclaimed and runner.handoff). The end of the previous run,
+        # if it waits, commits with this claim.
         path = os.path.join(self.handoff_dir, f"run-{run_id}.outcome")
+        pending, self.pending_end = self.pending_end, None
         try:
-            claimed = runner.preclaimed[run_id] = lifecycle.claim(run_id, self.name)
+            ending = lifecycle.end_run(pending.run_id, pending.status, pending.message, ctx=pending) if pending else None
+            claimed = runner.preclaimed[run_id] = lifecycle.claim(run_id, self.name, live=False, ending=ending)
             runner.handoff[run_id] = path
+            self.live_start = run_id if claimed is not None else None
         except Exception:  # database away for a moment: the horse claims and finishes by itself
             log.exception("claim in the worker failed run=%s; the work horse will try", run_id)
             db.session.rollback()
             claimed = None
+            self.pending_end = pending
+            self.record_pending_end()  # on its own (ended already, if the error came after the commit)
         db.session.remove()  # no connection in use at the fork: the horse gets a pool of its own
         self.running_job_id, self.horse_fate, self.stop_asked = job.id, None, False
+        self.claimed_at = time.monotonic()
         try:
             return super().execute_job(job, queue)
         finally:
-            self.running_job_id = None
+            self.running_job_id, self.live_start = None, None
             runner.preclaimed.clear()
             runner.handoff.clear()
             self.record_end(run_id, path, claimed is not None)
 
     def record_end(self, run_id, path, claimed_here):
+        """After the horse exited. An outcome it left waits in memory for the next claim, when
+        one follows at once (see dequeue_job_and_maintain_ttl); any other end is recorded now."""
         from webapp.execution import lifecycle, runner
 
         try:
             if claimed_here:
-                runner.collect(run_id, path, self.horse_fate or runner.NO_OUTCOME, stopped=self.stop_asked)
+                self.pending_end = runner.take_outcome(path)
+                if self.pending_end is None:
+                    runner.collect(run_id, path, self.horse_fate or runner.NO_OUTCOME, stopped=self.stop_asked)
             elif self.stop_asked:
                 lifecycle.end_stopped(run_id)
             elif self.horse_fate:
@@ -186,10 +228,57 @@ class FiretimeWorker(Worker):
         finally:
             db.session.remove()
 
+    def record_pending_end(self):
+        """Record the end of the last run on its own: no run follows at once."""
+        from webapp.execution import lifecycle
+
+        pending, self.pending_end = self.pending_end, None
+        if pending is None:
+            return
+        try:
+            lifecycle.finish_run(pending.run_id, pending.status, pending.message, ctx=pending)
+        except Exception:  # database away: the reaper fails the silent run, log kept
+            log.exception("could not record the end of run=%s", pending.run_id)
+            db.session.rollback()
+        finally:
+            db.session.remove()
+
+    _dequeue_patiently = _patient(Worker.dequeue_job_and_maintain_ttl)
+
+    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        if self.pending_end is not None:
+            # The last run's end commits with the next run's claim if a run is ready now: one
+            # commit between two runs, not two (on PostgreSQL each is a WAL flush). Only a run
+            # ready at once, asked for once: the end never waits for the queue nor for Redis.
+            ready = self.next_ready()
+            if ready is not None and run_id_of(ready[0]) is not None:
+                return ready
+            self.record_pending_end()
+            if ready is not None:
+                return ready
+        return self._dequeue_patiently(timeout, max_idle_time)
+
+    def next_ready(self):
+        """The next job if one is queued now (RQ's dequeue without its wait, retries and beats,
+        which the worker's loop has just sent); None if none is, or Redis fails."""
+        try:
+            ready = self.queue_class.dequeue_any(self._ordered_queues, None, connection=self.connection,
+                                                 job_class=self.job_class, serializer=self.serializer,
+                                                 death_penalty_class=self.death_penalty_class)
+            if ready is not None:
+                job, queue = ready
+                self.reorder_queues(reference_queue=queue)
+                job.redis_server_version = self.get_redis_server_version()
+                self.log.info("Worker %s: %s: %s (%s)", self.name, queue.name, job.description, job.id)
+            return ready
+        except RedisError as exc:
+            self.redis_trouble("next_ready", exc)
+            return None
+
     def monitor_work_horse(self, job, queue):
         run_id = run_id_of(job)
-        # Started after the fork: a thread running at a fork could leave the horse a held lock.
-        lease = Lease(self, run_id).start() if run_id is not None else None
+        if run_id is not None:
+            self.lease_keeper.keep(run_id, self.horse_pid, self.claimed_at)
         try:
             super().monitor_work_horse(job, queue)
         except RedisError as exc:
@@ -197,8 +286,7 @@ class FiretimeWorker(Worker):
             # RQ's record of how is missing. The outcome file tells the rest.
             self.redis_trouble("monitor_work_horse", exc)
         finally:
-            if lease is not None:
-                lease.stop()
+            self.lease_keeper.release()
 
     def maintain_heartbeats(self, job):
         try:
@@ -260,46 +348,92 @@ class FiretimeWorker(Worker):
             self.horse_fate = f"The worker process running this job ended unexpectedly ({how})."
 
 
-class Lease:
-    """Renews the lease of the run a horse runs, from a thread of the worker, once a monitoring
-    interval: it goes on while the worker's main thread waits on the horse or on Redis. If the
-    lease cannot be renewed in time (Redis away from this worker only, as far as it can tell),
-    the worker stops the horse while the lease still holds."""
+class LeaseKeeper:
+    """Renews the lease of the run the worker's horse runs, from a thread of the worker, once a
+    monitoring interval: it goes on while the worker's main thread waits on the horse or on
+    Redis. If the lease cannot be renewed in time (Redis away from this worker only, as far as
+    it can tell), the worker stops the horse while the lease still holds.
 
-    def __init__(self, worker: FiretimeWorker, run_id: int):
-        self.worker, self.run_id, self.horse_pid = worker, run_id, worker.horse_pid
+    One thread for the worker's life, parked on its condition between runs, not one a run: a
+    thread started just after a fork cost about as much as the fork on a busy host (19 ms at
+    load 12), its memory freshly shared with the horse. It is parked whenever the worker forks
+    (a run is handed to it only after the fork, and a renewal holds the condition, which the
+    end of the run waits for), and the horse touches nothing of it: not its condition, not its
+    Redis client. RQ's own pub/sub thread lives across the forks in the same way."""
+
+    def __init__(self, worker: "FiretimeWorker"):
+        self.worker = worker
         self.every = worker.job_monitoring_interval
         self.deadline = worker.lease_seconds - 1  # seconds after the last renewal: horse dead by then
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._keep, name=f"lease-{run_id}", daemon=True)
+        self.changed = threading.Condition()
+        self.held = None  # [run id, horse pid, monotonic time of the last renewal] while a horse runs
+        self.closing = False
+        self.thread = threading.Thread(target=self._keep, name="lease-keeper", daemon=True)
 
-    def start(self) -> "Lease":
+    def start(self):
         self.thread.start()
-        return self
 
     def stop(self):
-        self.done.set()
+        with self.changed:
+            self.closing = True
+            self.changed.notify()
         self.thread.join(self.every + 1)
 
+    def keep(self, run_id, horse_pid, renewed):
+        """Keep the lease of run_id, last set at `renewed` (monotonic), while horse_pid runs it."""
+        with self.changed:
+            self.held = Held(run_id, horse_pid, renewed, renewed + self.every)
+            self.changed.notify()
+
+    def release(self):
+        """The horse has exited: no renewal from now on (waits for one under way)."""
+        with self.changed:
+            self.held = None
+
     def _keep(self):
-        renewed = time.monotonic()
-        while not self.done.wait(self.every):
-            silent = time.monotonic() - renewed
-            if silent >= self.deadline:
-                # This process was frozen (a paused host, Ctrl-Z) past its lease: the run may
-                # have been declared lost and the job's next run started elsewhere. Renewing now
-                # would let the old horse run on beside it.
-                self.worker.fence(self.run_id, self.horse_pid, silent)
+        with self.changed:
+            while not self.closing:
+                if self.held is None:
+                    self.changed.wait()
+                    continue
+                due = self.held.next_try - time.monotonic()
+                if due > 0:
+                    self.changed.wait(due)
+                    continue
+                self._renew(self.held)
+
+    def _renew(self, held):
+        silent = time.monotonic() - held.renewed
+        if silent >= self.deadline:
+            # This process was frozen (a paused host, Ctrl-Z) past its lease: the run may have
+            # been declared lost and the job's next run started elsewhere. Renewing now would
+            # let the old horse run on beside it.
+            self._fence(held, silent)
+            return
+        try:
+            livelog.watch(self.worker.lease_connection, held.run_id, self.worker.name, self.worker.lease_seconds)
+            held.renewed = time.monotonic()
+        except RedisError:
+            silent = time.monotonic() - held.renewed
+            # The next try ends up to two intervals from now (a wait, then a timeout).
+            if silent + 2 * self.every >= self.deadline:
+                self._fence(held, silent)
                 return
-            try:
-                livelog.watch(self.worker.lease_connection, self.run_id, self.worker.name, self.worker.lease_seconds)
-                renewed = time.monotonic()
-            except RedisError:
-                silent = time.monotonic() - renewed
-                # The next try ends up to two intervals from now (a wait, then a timeout).
-                if silent + 2 * self.every >= self.deadline:
-                    self.worker.fence(self.run_id, self.horse_pid, silent)
-                    return
+        held.next_try = time.monotonic() + self.every
+
+    def _fence(self, held, silent):
+        self.held = None  # once
+        self.worker.fence(held.run_id, held.horse_pid, silent)
+
+
+@dataclass
+class Held:
+    """The lease LeaseKeeper keeps: whose, since when, and when it tries next."""
+
+    run_id: int
+    horse_pid: int
+    renewed: float
+    next_try: float
 
 
 def warm_up():
