@@ -5,7 +5,7 @@ import logging
 from datetime import datetime
 
 from redis.exceptions import RedisError
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from webapp.execution.lifecycle import cancel_run  # noqa: F401  (the lifecycle's; the web's views look here)
@@ -137,7 +137,7 @@ def fire_occurrences(occurrences) -> list:
                                   .order_by(Run.id)):
         ahead.setdefault(run.job_id, run)
     now = utcnow()
-    runs, places = {}, []
+    rows, places = [], []
     for job_id in ids:
         job, fire_at = jobs.get(job_id), wanted[job_id]
         if job is None or not job.schedulable or job.next_fire_at != fire_at:
@@ -155,18 +155,25 @@ def fire_occurrences(occurrences) -> list:
         job.next_fire_at = next_at
         if (job_id, fire_at) in claimed:
             continue  # skipped by hand, then the plan was restored to this time: move on
-        run = runs[job_id] = Run(job_id=job.id, trigger=Trigger.PLAN, occurrence_at=fire_at)
-        active = ahead.get(job_id)
-        if active is None:
-            run.enqueued_at = now
-        else:
-            run.status, run.finished_at = RunStatus.SKIPPED, now
-            run.message = f"Skipped: run #{active.id} of this job was still {active.status_label.lower()}."
         job.prev_fire_at = fire_at
-    db.session.add_all(runs.values())
+        active = ahead.get(job_id)
+        row = {"job_id": job_id, "trigger": Trigger.PLAN, "occurrence_at": fire_at, "status": RunStatus.QUEUED,
+               "finished_at": None, "message": ""}
+        if active is not None:
+            row.update(status=RunStatus.SKIPPED, message=f"Skipped: run #{active.id} of this job was still "
+                                                         f"{active.status_label.lower()}.")
+        rows.append(row)
     try:
-        db.session.flush()
-        # What the Redis side needs, read before the commit expires it (no reloads after).
+        db.session.flush()  # the jobs' new fire times
+        # The runs in one statement (the ORM would insert them one by one), the claim's instant
+        # taken now, after the reads and the fire times; what the Redis side needs is read
+        # before the commit expires them (no reloads after).
+        now = utcnow()
+        for row in rows:
+            queued = row["status"] == RunStatus.QUEUED
+            row.update(created_at=now, enqueued_at=now if queued else None, finished_at=None if queued else now)
+        runs = {run.job_id: run for run in db.session.scalars(
+            insert(Run).returning(Run), rows)} if rows else {}
         first_in_line = [(run.id, jobs[job_id].name, jobs[job_id].job_type) for job_id, run in runs.items()
                          if run.enqueued_at]
         fired = [f"job={run.job_id} at={wanted[run.job_id].isoformat()} run={run.id} status={run.status}"
@@ -178,9 +185,11 @@ def fire_occurrences(occurrences) -> list:
             return [None]
         # One of them was claimed meanwhile (its lock came too late to stop it): each on its own.
         return [fire_occurrence(job_id, at) for job_id, at in occurrences]
-    for line in fired:
-        log.info("occurrence fired %s", line)
-    _place_and_enqueue(places, first_in_line)
+    try:
+        _place_and_enqueue(places, first_in_line)  # first: the runs reach RQ sooner
+    finally:
+        for line in fired:
+            log.info("occurrence fired %s", line)
     return [runs.get(job_id) for job_id, _ in occurrences]
 
 
