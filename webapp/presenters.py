@@ -54,7 +54,7 @@ def upcoming_fires(job, count: int = 5) -> list[datetime]:
         return [job.next_fire_at]
 
 
-LIST_COLUMNS_MAX = 3  # parameters a type view shows when its type declares no columns
+LIST_COLUMNS_MAX = 2  # parameters a type view shows when its type declares no columns
 
 
 def declared_list_columns(job_type: registry.JobType | None) -> list[tuple[str, str]]:
@@ -78,9 +78,19 @@ def list_columns(job_type: registry.JobType | None) -> list[tuple[str, str]]:
             for name, field in list(fields.items())[:LIST_COLUMNS_MAX]]
 
 
-def param_text(job, key: str) -> str:
-    """A job's parameter as a list cell shows it."""
-    value = (job.params or {}).get(key)
+def list_values(job) -> dict[str, str]:
+    """A job's parameters as the cells of its type's view show them: with its type's defaults
+    filled in (what it runs with), or as stored when they no longer load."""
+    stored = dict(job.params or {})
+    installed = job_type(job)
+    try:
+        values = installed.load_params(stored) if installed is not None else stored
+    except registry.InvalidArguments:
+        values = stored
+    return {key: _cell(value) for key, value in values.items()}
+
+
+def _cell(value) -> str:
     if value is None or value == "":
         return "—"
     if isinstance(value, bool):

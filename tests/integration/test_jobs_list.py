@@ -158,9 +158,12 @@ def test_views_per_job_type_with_counts_and_the_columns_the_type_declares(root, 
     # The extra column sorts too.
     assert [n for n in re.findall(r'>(Import \w+)</a>', root.get(f"/jobs/?type={import_type}&sort=p.directory&dir=desc")
                                   .get_data(as_text=True))] == ["Import south", "Import north"]
-    # A type without declared columns shows its first parameters.
+    # A type without declared columns shows its first parameters, defaults filled in.
+    defaults = make_job("Selftest defaults", params={})
     selftest = root.get("/jobs/?type=system.selftest").get_data(as_text=True)
-    assert "Duration (seconds)" in selftest
+    assert "Duration (seconds)" in selftest and "Log lines per second" in selftest
+    row = re.search(rf'<tr id="job-{defaults.id}".*?</tr>', selftest, re.S).group(0)
+    assert re.findall(r'<td class="param">([^<]*)</td>', row) == ["10", "2"]
 
 
 # --- the find box ---------------------------------------------------------------------------------
@@ -232,7 +235,7 @@ def test_every_column_sorts_with_empty_values_last_both_ways(root):
     assert row_ids(root.get("/jobs/?sort=name&dir=desc")) == [empty, b, a]
     page = root.get("/jobs/?sort=next&dir=asc").get_data(as_text=True)
     assert 'aria-sort="ascending"' in page
-    assert page.count('class="sortable"') == 9  # status, log, job, type, execution, domain, plan, previous, next
+    assert len(re.findall(r'<th scope="col" class="sortable[ "]', page)) == 9  # status, log, job, type, execution, domain, plan, previous, next
 
 
 # --- previous fire --------------------------------------------------------------------------------
