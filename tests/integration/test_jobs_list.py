@@ -3,7 +3,6 @@ per job type, the find box, sorting with empty values last, the self-refresh, an
 actions (run now, remove, restore) with what they answer."""
 import re
 from datetime import datetime, timedelta, timezone
-from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import select
@@ -35,7 +34,8 @@ def row_ids(response) -> list[int]:
 def flashes(client) -> list[str]:
     """The messages the next page shows (what a user reads after a bulk action)."""
     page = client.get("/jobs/").get_data(as_text=True)
-    return [re.sub(r"\s+", " ", m).strip() for m in re.findall(r'<div class="flash[^"]*" role="status">(.*?)</div>', page, re.S)]
+    found = re.findall(r'<div class="flash[^"]*" role="status">(.*?)</div>', page, re.S)
+    return [re.sub(r"\s+", " ", message).strip() for message in found]
 
 
 @pytest.fixture
@@ -235,7 +235,8 @@ def test_every_column_sorts_with_empty_values_last_both_ways(root):
     assert row_ids(root.get("/jobs/?sort=name&dir=desc")) == [empty, b, a]
     page = root.get("/jobs/?sort=next&dir=asc").get_data(as_text=True)
     assert 'aria-sort="ascending"' in page
-    assert len(re.findall(r'<th scope="col" class="sortable[ "]', page)) == 9  # status, log, job, type, execution, domain, plan, previous, next
+    # Status, log, job, type, execution, domain, plan, previous and next fire.
+    assert len(re.findall(r'<th scope="col" class="sortable[ "]', page)) == 9
 
 
 # --- previous fire --------------------------------------------------------------------------------
@@ -334,7 +335,8 @@ def test_bulk_remove_and_restore(root, ctx):
 
 def test_list_and_bulk_actions_refuse_hostile_input_without_an_error(root, ctx):
     make_job("Plain")
-    for query in ("q=" + "x" * 2000, "q=%25%25%25_%5C", "q=%27%3B+drop+table+jobs", "status=<script>", "type=<script>alert(1)</script>", "sort=../../etc",
+    for query in ("q=" + "x" * 2000, "q=%25%25%25_%5C", "q=%27%3B+drop+table+jobs", "status=<script>",
+                  "type=<script>alert(1)</script>", "sort=../../etc",
                   "dir=sideways", "page=-4", "page=99999999999999999999", "type=" + "t" * 500,
                   "sort=p.directory", "job_id=abc&job_id=-1&job_id=99999999999999"):
         response = root.get(f"/jobs/?{query}")

@@ -71,7 +71,8 @@ def _time_of_day(column, local_minute: int, zone: ZoneInfo, today: date):
         by_offset.setdefault(offset, []).append(and_(*within))
     if len(by_offset) == 1:  # one offset all along (UTC): no spans to tell apart
         return utc_minute == (local_minute - next(iter(by_offset))) % 1440
-    return or_(*[and_(utc_minute == (local_minute - offset) % 1440, or_(*spans)) for offset, spans in by_offset.items()])
+    return or_(*[and_(utc_minute == (local_minute - offset) % 1440, or_(*spans))
+                 for offset, spans in by_offset.items()])
 
 
 @lru_cache(maxsize=16)

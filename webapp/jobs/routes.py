@@ -123,6 +123,14 @@ def _answer(jobs, missing: int, verb: str):
               f"to {'it' if missing == 1 else 'them'}.", "error")
 
 
+def _refusals(messages: list[str]):
+    """Why ticked jobs were refused, the first few by name (a flash lives in the session cookie)."""
+    for message in messages[:NAMED_JOBS]:
+        flash(message, "error")
+    if len(messages) > NAMED_JOBS:
+        flash(f"… and {len(messages) - NAMED_JOBS} more jobs were refused.", "error")
+
+
 def _back():
     """To the list as the user left it (its URL holds the sort, filters and page)."""
     referrer = request.referrer or ""
@@ -137,16 +145,16 @@ def run_selected():
     started, refused = dispatch.request_runs(jobs, trigger=Trigger.HAND, user=current_user) if jobs else ([], [])
     if started:
         flash(_started_message(started), "success")
-    for message in refused:
-        flash(message, "error")
+    _refusals(refused)
     return _back()
 
 
 def _started_message(run_ids: list[int]) -> Markup:
-    names = dict(db.session.execute(select(Run.id, Job.name).join(Run.job).where(Run.id.in_(run_ids[:LINKED_RUNS]))).all())
+    linked = run_ids[:LINKED_RUNS]
+    names = dict(db.session.execute(select(Run.id, Job.name).join(Run.job).where(Run.id.in_(linked))).all())
     links = Markup(", ").join(Markup('<a href="{}">#{}</a> {}').format(url_for("runs.detail", run_id=run_id), run_id,
                                                                       names.get(run_id, ""))
-                              for run_id in run_ids[:LINKED_RUNS])
+                              for run_id in linked)
     more = len(run_ids) - LINKED_RUNS
     tail = Markup(' and <a href="{}">{} more</a>').format(url_for("executions.list"), more) if more > 0 else ""
     return Markup("Queued {} run{}: {}{}.").format(len(run_ids), "" if len(run_ids) == 1 else "s", links, tail)
@@ -179,10 +187,7 @@ def _each_ticked(action, verb: str, done: str):
         more = f" and {len(names) - NAMED_JOBS} more" if len(names) > NAMED_JOBS else ""
         flash(f"{done} {len(names)} job{'s' if len(names) != 1 else ''}: "
               + ", ".join(f"“{name}”" for name in names[:NAMED_JOBS]) + more + ".", "success")
-    for message in refused[:NAMED_JOBS]:
-        flash(message, "error")
-    if len(refused) > NAMED_JOBS:
-        flash(f"… and {len(refused) - NAMED_JOBS} more jobs refused.", "error")
+    _refusals(refused)
     log.info("bulk action=%s user=%s done=%s refused=%s missing=%s", verb, current_user.id, len(names), len(refused),
              missing)
     return _back()
