@@ -287,6 +287,15 @@ def test_bulk_run_now_links_each_new_run(root, ctx):
     for run in runs:
         assert f'<a href="/runs/{run.id}">#{run.id}</a>' in message
 
+    # Many at once: the first ten linked, the rest on the executions page; a removed job is refused.
+    many = [make_job(f"Many {n}") for n in range(12)]
+    removed = make_job("Removed one", state=JobState.REMOVED)
+    root.post("/jobs/run", data={"csrf_token": token, "job_id": [str(job.id) for job in many + [removed]]})
+    messages = flashes(root)
+    assert messages[0].startswith("Queued 12 runs:") and messages[0].count('<a href="/runs/') == 10
+    assert messages[0].endswith('and <a href="/executions/">2 more</a>.')
+    assert messages[1:] == ["Job &#39;Removed one&#39; is removed; restore it before running it."]
+
 
 def test_bulk_run_of_only_foreign_ids_answers_like_ids_that_do_not_exist(app, ctx, client, login_as):
     mine, theirs = make_domain("Mine"), make_domain("Theirs")
