@@ -136,6 +136,23 @@ def test_succeeded_run_mails_every_recipient_once(ctx, smtp, start_worker):
         assert "First error" not in text
 
 
+def test_sender_and_links_follow_the_settings_an_administrator_saved(ctx, smtp, start_worker):
+    """The environment gives the defaults; what a superadmin saved on the settings page wins."""
+    from webapp.models import Setting
+
+    db.session.add_all([Setting(key="report_sender", value="reports@saved.example"),
+                        Setting(key="base_url", value="https://console.saved.example/ft")])
+    db.session.commit()
+    smtp.start()
+    start_worker(mail_env(smtp.port))
+    run = final(dispatch.request_run(reported_job(), trigger=Trigger.HAND, user=make_user()).id)
+    wait_for(lambda: all_sent(run.id), 15, message="report emails sent")
+    message = smtp.inbox.to(EXPECTED[0])[0]
+    assert message["From"] == "reports@saved.example"
+    text, html = text_and_html(message)
+    assert f"https://console.saved.example/ft/runs/{run.id}" in text and BASE_URL not in text
+
+
 def test_failed_run_mails_the_first_error_and_no_header_can_be_injected(ctx, smtp, start_worker):
     smtp.start()
     start_worker(mail_env(smtp.port))

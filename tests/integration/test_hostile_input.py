@@ -86,10 +86,13 @@ def make_world() -> World:
         handle.write(b"a,b\n1,2\n")
     file = RunFile(run_id=run.id, job_id=job.id, name="out.csv", path=relative, size=8, content_type="text/csv")
     db.session.add(file)
-    token_row, token = ApiToken.issue(admin)
+    _, token = ApiToken.issue(admin)
+    # Admin routes act on another user (the sweep must not reset the signed-in superadmin's password).
+    other = make_user(Role.DOMAIN_ADMIN, domain=job.domain, password="pw")
+    other_token, _ = ApiToken.issue(other, "sweep")
     db.session.commit()
     ids = {"job_id": job.id, "jobId": job.id, "run_id": run.id, "runId": run.id, "file_id": file.id,
-           "domain_id": job.domain_id, "user_id": admin.id, "token_id": token_row.id}
+           "user_id": other.id, "domain_id": job.domain_id, "token_id": other_token.id}
     return World(admin.username, ids, {"Authorization": f"Bearer {token}"})
 
 

@@ -32,6 +32,7 @@ from webapp.jobtypes.registry import MAIL_QUEUE
 from webapp.mail_addresses import parse_recipients
 from webapp.models import Job, Run, RunLogLine, RunStatus
 from webapp.models.notifications import DeliveryStatus, EmailDelivery
+from webapp.models.settings import get_setting
 from webapp.models.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -295,8 +296,8 @@ def subject_for(run: Run) -> str:
 
 
 def absolute_url(endpoint: str, **values) -> str:
-    """An absolute link from FIRETIME_BASE_URL (workers have no request to take a host from)."""
-    base = urlsplit(current_app.config["BASE_URL"])
+    """An absolute link from the base URL setting (workers have no request to take a host from)."""
+    base = urlsplit(get_setting("base_url"))
     adapter = current_app.url_map.bind(base.netloc, script_name=base.path or "/", url_scheme=base.scheme or "http")
     return adapter.build(endpoint, values, force_external=True)
 
@@ -333,7 +334,7 @@ def build_message(delivery: EmailDelivery) -> EmailMultiAlternatives:
     message = EmailMultiAlternatives(
         subject=subject_for(run),
         body=render_template("mail/run_report.txt", **context),
-        from_email=state.default_sender,
+        from_email=get_setting("report_sender") or state.default_sender,
         to=[delivery.recipient],
         headers={"Auto-Submitted": "auto-generated", "X-Auto-Response-Suppress": "All",
                  "X-Firetime-Run": str(run.id)},
