@@ -14,7 +14,10 @@ class AuditEvent(db.Model):
     """Append-only: the application never edits or deletes an audit record."""
 
     __tablename__ = "audit_events"
-    __table_args__ = (Index("ix_audit_object", "object_type", "object_id"),)
+    __table_args__ = (
+        Index("ix_audit_object", "object_type", "object_id"),
+        Index("ix_audit_run", "run_id"),  # a job's tab and a run's popup ask by run
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[object] = mapped_column(UTCDateTime, default=utcnow, index=True)
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
