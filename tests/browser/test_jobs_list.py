@@ -155,6 +155,18 @@ def test_tick_all_ticks_every_row_and_ticks_survive_the_self_refresh(estate, liv
     assert page.console_errors == []
 
 
+def test_the_table_wakes_up_when_a_next_fire_is_due(estate, live_server, page):
+    from datetime import datetime, timedelta, timezone
+
+    estate["ok"].next_fire_at = datetime.now(timezone.utc) + timedelta(seconds=3)
+    db.session.commit()
+    sign_in(page, live_server, "alice")
+    page.evaluate("document.getElementById('jobs-table').dataset.before = 'due'")
+    # Nothing is active, so no polling; the refresh comes once the fire is due (3 s + 2 s).
+    expect(page.locator("#jobs-table:not([data-before])")).to_have_count(1, timeout=15_000)
+    assert page.console_errors == []
+
+
 @pytest.mark.parametrize("path", ["/jobs/", "/jobs/?type=system.selftest&status=failed&status=never"])
 def test_the_list_and_a_type_view_are_accessible(estate, live_server, page, check_accessible, path):
     sign_in(page, live_server, "alice", path)

@@ -257,6 +257,12 @@ def test_the_table_refreshes_itself_only_while_a_run_of_its_jobs_is_active_keepi
     add_run(quiet, RunStatus.SUCCEEDED)
     page = root.get("/jobs/?sort=name&dir=desc").get_data(as_text=True)
     assert 'hx-trigger="refresh"' in page and "every 3s" not in page
+    # A next fire within the hour wakes it when due, to show the run it starts.
+    quiet.next_fire_at = datetime.now(UTC) + timedelta(minutes=10)
+    db.session.commit()
+    page = root.get("/jobs/?sort=name&dir=desc").get_data(as_text=True)
+    delay = int(re.search(r'hx-trigger="refresh, load delay:(\d+)s"', page).group(1))
+    assert 590 <= delay <= 602
 
     busy = make_job("Busy")
     add_run(busy, RunStatus.QUEUED)

@@ -31,6 +31,7 @@ bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 STATUS_FILTERS = [(status, STATUS_LABELS.get(status, "Never run")) for status in queries.STATUS_FILTERS]
 TYPE_KEY_MAX = 80  # the column's length
 LINKED_RUNS = 10  # new runs a bulk "Run now" answer links one by one (the rest: the executions page)
+REFRESH_AHEAD = 3600  # seconds: a next fire within this wakes the table when it is due
 NAMED_JOBS = 10  # jobs a bulk answer names (a flash message lives in the session cookie)
 
 
@@ -91,10 +92,20 @@ def list():
                    state=state, tabs=_tabs(state, counts), columns=columns, form=ConfirmForm(),
                    status_filters=STATUS_FILTERS,
                    ticked={editing.parse_id(i) for i in request.args.getlist("job_id")} - {None},
-                   active=any(run.status in ACTIVE_STATUSES for run in latest.values()))
+                   active=any(run.status in ACTIVE_STATUSES for run in latest.values()),
+                   due_in=_seconds_to_next_fire(page.items))
     if request.htmx and request.htmx.target == "jobs-table":
         return render_template("jobs/_table.html", **context)
     return render_template("jobs/list.html", **context)
+
+
+def _seconds_to_next_fire(jobs) -> int | None:
+    """Seconds until the first of the jobs' next fires, if within the hour: the table refreshes
+    itself then, to show the run that fire starts (and while it is active, every few seconds)."""
+    now = utcnow()
+    waits = [(job.next_fire_at - now).total_seconds() for job in jobs if job.next_fire_at is not None]
+    waits = [wait for wait in waits if 0 <= wait <= REFRESH_AHEAD]
+    return int(min(waits)) + 2 if waits else None
 
 
 def _tabs(state: ListState, counts: dict) -> list[tuple[str, str, int]]:
