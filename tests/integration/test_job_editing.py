@@ -1079,6 +1079,10 @@ def test_delete_hides_the_job_frees_its_name_and_keeps_its_files_and_audit(app, 
     assert [e.action for e in audits(app, job_id)] == ["create", "delete"]
     [event] = audits(app, job_id, "delete")
     assert event.before["name"] == "Nightly self-test" and event.after["deleted_at"] == job.deleted_at.isoformat()
+    # The message's link leads to that history, which the deleted job's page no longer can.
+    link = next(a for a in page.find_all("a") if a.text() == "audit page")
+    history = html(admin.get(link.attrs["href"]))
+    assert "Nightly self-test" in history.text() and "delete" in history.text()
 
     # The name can be used again.
     again = saved(admin.post("/jobs/new", data=new_job_form(admin)))

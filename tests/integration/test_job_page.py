@@ -256,6 +256,18 @@ def test_duplicate_run_arguments_are_refused_with_a_clear_message(client, admin)
     assert db.session.query(Run).filter_by(job_id=job.id).count() == 0
 
 
+def test_run_now_opens_the_run_page_without_a_notice_that_would_outlive_the_run(client, admin):
+    """The run page says the run's state itself; a "queued" flash would still show after it started."""
+    job = make_job(name="Export A")
+    token = csrf_from(client.get(f"/jobs/{job.id}"))
+    response = client.post(f"/jobs/{job.id}/run", data={"csrf_token": token})
+    run = db.session.query(Run).filter_by(job_id=job.id).one()
+    assert response.status_code == 302 and response.headers["Location"].endswith(f"/runs/{run.id}")
+    page = client.get(f"/runs/{run.id}").get_data(as_text=True)
+    assert 'class="flash' not in page and "is queued" not in page
+    assert "Queued" in page
+
+
 @pytest.mark.parametrize("tab", TABS)
 def test_a_job_of_another_domain_answers_404_on_every_tab(client, ctx, login_as, tab):
     mine, theirs = make_domain("Study A"), make_domain("Study B")

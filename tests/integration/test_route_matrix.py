@@ -44,6 +44,7 @@ ACCESS = {
     "jobs.remove": SIGNED_IN,
     "jobs.restore": SIGNED_IN,
     "jobs.run_now": SIGNED_IN,
+    "jobs.plan_save": SIGNED_IN,
     "jobs.skip_next": SIGNED_IN,
     "jobs.new": SIGNED_IN,
     "jobs.run_selected": SIGNED_IN,

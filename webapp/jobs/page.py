@@ -2,6 +2,7 @@
 from datetime import datetime
 
 from flask import flash, make_response, redirect, render_template, request, url_for
+from markupsafe import Markup
 from flask_login import current_user
 
 from webapp import charts, presenters
@@ -117,7 +118,7 @@ def run_now(job_id):
     except dispatch.NotRunnable as exc:
         flash(str(exc), "error")
         return redirect(url_for("jobs.detail", job_id=job.id))
-    flash(f"Run #{run.id} of {job.name} is queued.", "success")
+    # No flash: the run page shows the run's state as it is (a "queued" notice would outlive it).
     return redirect(url_for("runs.detail", run_id=run.id))
 
 
@@ -210,8 +211,10 @@ def restore(job_id):
 def delete(job_id):
     """Delete the job (not a system job); its runs' files and its audit trail stay."""
     job = get_job_or_404(current_user, job_id)
-    return _act(job, editing.delete_job, f"“{job.name}” is deleted. The files of its runs stay in the archive.",
-                then=url_for("jobs.list"))
+    history = url_for("audit.list", object_type="job", object_id=job.id)
+    done = Markup('“{}” is deleted. Its runs\' files are kept, and its history stays on the <a href="{}">audit '
+                  'page</a>.').format(job.name, history)
+    return _act(job, editing.delete_job, done, then=url_for("jobs.list"))
 
 
 def _act(job, action, done, then=None):
