@@ -3,7 +3,7 @@ the claim, and the worker's commits between runs."""
 from sqlalchemy import event, func, select
 
 from tests.factories import make_job, make_user
-from webapp.execution import dispatch, lifecycle
+from webapp.execution import dispatch, lifecycle, livelog
 from webapp.execution.context import RunAs
 from webapp.execution.worker import FiretimeWorker
 from webapp.extensions import db, redis_client
@@ -71,4 +71,8 @@ def test_a_worker_commits_once_between_two_runs_and_records_the_last_end_before_
         assert run.status == RunStatus.SUCCEEDED
         kept = db.session.scalar(select(func.count()).select_from(RunLogLine).where(RunLogLine.run_id == run_id))
         assert kept == run.line_count >= 2
+        # Live viewers were told it ended (the end marker goes with the next run's start).
+        entries = [fields for _, fields in livelog.read(redis_client.conn, run_id)]
+        assert entries[-1] == {"t": "end", "status": "succeeded"}
+        assert livelog.progress(redis_client.conn, run_id)["status"] == "succeeded"
     assert len(commits) == len(run_ids) + 1  # was two a run: the claim, then the end

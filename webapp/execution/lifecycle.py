@@ -90,16 +90,17 @@ def worker_label() -> str:
 def claim(run_id: int, worker: str, live: bool = True, ending: "Ending | None" = None) -> Claimed | None:
     """Move the run from queued to in progress, once; None if it was cancelled or taken.
 
-    One statement claims the run and reads what running it needs. `live=False`: the caller
-    marks the live start itself (the worker sends it with RQ's start record). `ending`: the
-    end of the worker's previous run, staged by end_run in the open transaction, commits with
-    this claim (one commit between two runs instead of two)."""
+    One statement claims the run and reads what running it needs. `ending`: the end of the
+    worker's previous run, staged by end_run in the open transaction, commits with this claim
+    (one commit between two runs instead of two). `live=False`: the caller marks the live
+    start of this run, and the live end of `ending`, itself (the worker sends both with RQ's
+    record of the start: one round trip)."""
     row = db.session.execute(_CLAIM, {"run_id": run_id, "queued": RunStatus.QUEUED,
                                       "in_progress": RunStatus.IN_PROGRESS, "started_at": utcnow(),
                                       "worker": worker}).one_or_none()
     db.session.commit()
     if ending is not None:
-        ending.announce()
+        ending.announce(mark_live=live)
     if row is None:
         return None
     claimed = Claimed(run_id, row.job_id, row.job_type, dict(row.params or {}), row.args or "",
@@ -148,13 +149,15 @@ class Ending:
     ended: Ended
     following: Run | None
 
-    def announce(self):
+    def announce(self, mark_live=True):
+        """mark_live=False: the caller tells live readers (livelog.stage_end)."""
         run_id = self.ended.run_id
         log.info("run finished run=%s job=%s status=%s", run_id, self.ended.job_id, self.ended.status)
-        try:
-            livelog.mark_end(redis_client.conn, run_id, self.ended.status, current_app.config["LIVELOG_TTL"])
-        except Exception:
-            log.warning("could not mark live log end run=%s", run_id)
+        if mark_live:
+            try:
+                livelog.mark_end(redis_client.conn, run_id, self.ended.status, current_app.config["LIVELOG_TTL"])
+            except Exception:
+                log.warning("could not mark live log end run=%s", run_id)
         if self.following is not None:
             enqueue(self.following)
         _run_finish_hooks(self.ended)

@@ -64,12 +64,18 @@ def stage_started(pipe, run_id, worker, alive_ttl, ttl=3600):
 def mark_end(conn, run_id, status, ttl):
     """Tell live readers the run is over; the live copy then expires (the database has it)."""
     with conn.pipeline(transaction=False) as pipe:
-        pipe.xadd(STREAM.format(run_id), {"t": "end", "status": status})
-        pipe.hset(STATE.format(run_id), "status", status)
-        for key in (STREAM, STATE):
-            pipe.expire(key.format(run_id), ttl)
-        pipe.delete(ALIVE.format(run_id), WATCHED.format(run_id), CANCEL.format(run_id))
+        stage_end(pipe, run_id, status, ttl)
         pipe.execute()
+
+
+def stage_end(pipe, run_id, status, ttl):
+    """mark_end's writes, queued on a pipeline the caller sends (the worker sends them with the
+    start of its next run)."""
+    pipe.xadd(STREAM.format(run_id), {"t": "end", "status": status})
+    pipe.hset(STATE.format(run_id), "status", status)
+    for key in (STREAM, STATE):
+        pipe.expire(key.format(run_id), ttl)
+    pipe.delete(ALIVE.format(run_id), WATCHED.format(run_id), CANCEL.format(run_id))
 
 
 def read(conn, run_id, last_id="0-0", block_ms=None, count=500):

@@ -86,6 +86,7 @@ class FiretimeWorker(Worker):
         self.stop_asked = False  # a stop command came for the running horse
         self.horse_fate = None  # why the running horse ended without an outcome, when known
         self.live_start = None  # the run claimed here, whose live start goes with RQ's start record
+        self.live_end = None  # (run id, status): the run whose end committed with that claim, the same
         self.lease_keeper = LeaseKeeper(self)
         self.claimed_at = 0.0  # monotonic: the claim, which set the run's lease with its live start
         self.pending_end = None  # the outcome of the last run, when its end waits for the next claim
@@ -149,18 +150,23 @@ class FiretimeWorker(Worker):
     @_tolerant
     def prepare_execution(self, job):
         """RQ's record that the job started (executions.prepare_execution), with the live start
-        of the run claimed for it (livelog.stage_started) in the same round trip."""
+        of the run claimed for it and the live end of the run whose end committed with that
+        claim (livelog.stage_started, stage_end), in the same round trip."""
         self.execution = None  # a failure here must not leave the previous run's record behind
-        starting, self.live_start = self.live_start, None
+        starting, ended = self.live_start, self.live_end
+        self.live_start = self.live_end = None
+        config = current_app.config
         with self.connection.pipeline() as pipe:
             self.execution = Execution.create(job, self.get_heartbeat_ttl(job), pipeline=pipe, worker_name=self.name)
             self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+            if ended is not None:
+                livelog.stage_end(pipe, *ended, config["LIVELOG_TTL"])
             if starting is not None:
-                config = current_app.config
                 livelog.stage_started(pipe, starting, self.name, config["RUN_DEAD_AFTER"], config["LIVELOG_TTL"])
             refused = [r for r in pipe.execute(raise_on_error=False) if isinstance(r, Exception)]
-        if refused:  # a key of the wrong type, say: the claim stands, the run goes on
-            log.warning("could not mark run=%s started in Redis (%s); running it anyway", starting, refused[0])
+        if refused:  # a key of the wrong type, say: the run's end and claim stand, the run goes on
+            log.warning("live log start of run=%s or end of the one before refused by Redis (%s); running it anyway",
+                        starting, refused[0])
         return self.execution
 
     # -- one run ----------------------------------------------------------------------------
@@ -191,6 +197,7 @@ class FiretimeWorker(Worker):
             claimed = runner.preclaimed[run_id] = lifecycle.claim(run_id, self.name, live=False, ending=ending)
             runner.handoff[run_id] = path
             self.live_start = run_id if claimed is not None else None
+            self.live_end = (ending.ended.run_id, ending.ended.status) if ending is not None else None
         except Exception:  # database away for a moment: the horse claims and finishes by itself
             log.exception("claim in the worker failed run=%s; the work horse will try", run_id)
             db.session.rollback()
@@ -203,7 +210,7 @@ class FiretimeWorker(Worker):
         try:
             return super().execute_job(job, queue)
         finally:
-            self.running_job_id, self.live_start = None, None
+            self.running_job_id, self.live_start, self.live_end = None, None, None
             runner.preclaimed.clear()
             runner.handoff.clear()
             self.record_end(run_id, path, claimed is not None)
