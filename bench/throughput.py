@@ -223,19 +223,20 @@ def rate(timing, key):
 
 
 HEADER = (f"{'round':>5}  {'side':<9} {'jobs':>5}  {'wall s':>7}  {'start s':>7}  {'drain s':>7}"
-          f"  {'/s wall':>8}  {'/s drain':>8}  {'ms/job':>7}")
+          f"  {'/s wall':>8}  {'/s drain':>8}  {'ms/job':>7}  {'load':>5}")
 
 
 def print_row(round_no, side, t):
     print(f"{round_no:>5}  {side:<9} {t['jobs']:>5}  {t['wall']:7.2f}  {t['startup']:7.2f}  {t['drain']:7.2f}"
-          f"  {rate(t, 'wall'):8.1f}  {rate(t, 'drain'):8.1f}  {1000 * t['drain'] / t['jobs']:7.1f}", flush=True)
+          f"  {rate(t, 'wall'):8.1f}  {rate(t, 'drain'):8.1f}  {1000 * t['drain'] / t['jobs']:7.1f}"
+          f"  {one_minute_load():>5}", flush=True)
 
 
-def load_average() -> str:
+def one_minute_load() -> str:
     try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+        return f"{os.getloadavg()[0]:.1f}"
     except OSError:
-        return "unknown"
+        return "?"
 
 
 def summary(results, key, options, db_kind, how):
@@ -254,7 +255,8 @@ def run(options, env):
           f"{os.cpu_count()} CPUs, "
           f"load average {load_average()}.")
     print("wall = worker process start to exit (imports included); start = process start to first job start;\n"
-          "drain = first job start to last job end (RQ timestamps, imports excluded); ms/job = drain / jobs.")
+          "drain = first job start to last job end (RQ timestamps, imports excluded); ms/job = drain / jobs;\n"
+          "load = the machine's one-minute load average as the side ended.")
     print(HEADER, flush=True)
     results = []
     for round_no in range(1, options.rounds + 1):
