@@ -76,3 +76,24 @@ def test_a_job_that_cannot_fire_does_not_hold_up_the_others_due_with_it(ctx):
     entries = {m.decode(): s for m, s in redis_client.conn.zrange(sync.scheduler().scheduled_jobs_key, 0, -1,
                                                                       withscores=True)}
     assert entries[sync.occurrence_id(moved.id)] == later.timestamp()  # put back at its new time
+
+
+def test_a_fire_during_a_resync_is_not_put_back(ctx, monkeypatch):
+    from webapp.execution import dispatch
+
+    (job,), at = due_now(1)
+    conn = redis_client.conn
+    real_zrange = conn.zrange
+
+    def fire_meanwhile(*args, **kwargs):  # the firing loop fires while the resync reads
+        if dispatch.fire_occurrence(job.id, at.isoformat()) is None:
+            raise AssertionError("the occurrence did not fire")
+        return real_zrange(*args, **kwargs)
+
+    monkeypatch.setattr(conn, "zrange", fire_meanwhile)
+    sync.resync()
+    monkeypatch.setattr(conn, "zrange", real_zrange)
+    following = db.session.get(Job, job.id).next_fire_at
+    assert following > at
+    # The entry holds the next occurrence, not the one that just fired.
+    assert conn.zscore(sync.scheduler().scheduled_jobs_key, sync.occurrence_id(job.id)) == following.timestamp()

@@ -137,10 +137,13 @@ def resync(now: datetime | None = None) -> dict:
     sched = scheduler(conn)
     key = sched.scheduled_jobs_key
     _fix_next_fire_times(now)
+    # Redis first, the database last: a fire or an edit between the two reads then shows as an
+    # entry to write again with the database's newer time, never as a fired occurrence put back
+    # or a newly placed one taken for a stray.
+    held = {member.decode(): score for member, score in conn.zrange(key, 0, -1, withscores=True)}
     rows = db.session.execute(select(Job.id, Job.name, Job.next_fire_at).where(
         Job.deleted_at.is_(None), Job.state == JobState.ACTIVE, Job.next_fire_at.isnot(None))).all()
     db.session.commit()
-    held = {member.decode(): score for member, score in conn.zrange(key, 0, -1, withscores=True)}
     wanted = {occurrence_id(row.id): row for row in rows}
     # Scores are whole seconds, rounded down as rq-scheduler's to_unix does (aware times).
     wrong = [row for member, row in wanted.items() if held.get(member) != math.floor(row.next_fire_at.timestamp())]
