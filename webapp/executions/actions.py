@@ -73,9 +73,10 @@ def cancel_runs(user, run_ids) -> list[Cancelled]:
 
 
 def retries_of(user, run: Run) -> list[int]:
-    """Ids of the runs that retry `run` (same job, so the user sees them if they see `run`)."""
-    return list(db.session.scalars(select(Run.id).where(Run.job_id == run.job_id, Run.retry_of_id == run.id)
-                                   .order_by(Run.id)))
+    """Ids of the runs that retry `run` (same job, so the user sees them if they see `run`): read
+    through runs(job_id, id) from `run` on, as a retry is newer than what it retries."""
+    return list(db.session.scalars(select(Run.id).where(Run.job_id == run.job_id, Run.id > run.id,
+                                                        Run.retry_of_id == run.id).order_by(Run.id)))
 
 
 def run_audit(user, run: Run, limit: int = 200) -> list[AuditEvent]:
