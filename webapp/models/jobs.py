@@ -30,6 +30,7 @@ class Job(db.Model):
             sqlite_where=text("deleted_at IS NULL"),
             postgresql_where=text("deleted_at IS NULL"),
         ),
+        Index("ix_jobs_next_fire", "next_fire_at"),  # the dashboard's next planned fires
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

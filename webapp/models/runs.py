@@ -55,6 +55,10 @@ class Run(db.Model):
         # A job's runs newest first, by id (job page) or by creation (API date ranges).
         Index("ix_runs_job_id", "job_id", "id"),
         Index("ix_runs_job_created", "job_id", "created_at", "id"),
+        # Executions filtered by status, newest first, without a date window.
+        Index("ix_runs_status_id", "status", "id"),
+        # "Retried as", and the foreign key's SET NULL when history is purged.
+        Index("ix_runs_retry_of", "retry_of_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
