@@ -7,7 +7,7 @@ parts: where a job runs (its domain, or the installation) and what it is (its jo
 may be one only some roles see). `job_filter` joins the two for every query of jobs, runs and
 files, and `audit_query` applies the same two to audit records.
 """
-from flask import abort
+from flask import abort, g, has_request_context
 from sqlalchemy import and_, false, not_, or_, select, true
 
 from webapp.extensions import db
@@ -17,9 +17,19 @@ from webapp.models.settings import get_setting
 
 
 def visible_domain_ids(user) -> set[int] | None:
-    """Domains whose jobs the user sees; None means every domain."""
+    """Domains whose jobs the user sees; None means every domain. Worked out once per request
+    and user (a page asks for several lists, each with the same clause)."""
     if user.role == Role.SUPERADMIN:
         return None
+    if not has_request_context():
+        return _domain_ids_of(user)
+    cache = g.setdefault("_visible_domain_ids", {})
+    if user.id not in cache:
+        cache[user.id] = _domain_ids_of(user)
+    return set(cache[user.id])
+
+
+def _domain_ids_of(user) -> set[int]:
     roots = {d.id for d in user.supervised}
     if user.domain_id is not None:
         roots.add(user.domain_id)
