@@ -1,6 +1,7 @@
 """The scheduler's housekeeping runs in a child process: restarted when it dies, ended with the
 scheduler, and never in the way of a fire."""
 import os
+import re
 import signal
 from datetime import timedelta
 
@@ -25,9 +26,10 @@ def alive(pid: int) -> bool:
 
 
 def housekeeping_child(process):
-    """The scheduler's one live child process, once there is one."""
-    children = [pid for pid in process.children() if alive(pid)]
-    return children[0] if len(children) == 1 else None
+    """The housekeeping process the scheduler last said it started, once it runs as its child."""
+    started = re.findall(r"housekeeping process started pid=(\d+)", process.output())
+    pid = int(started[-1]) if started else None
+    return pid if pid in process.children() and alive(pid) else None
 
 
 def freeze_holding_the_lock(pid, attempts=200):
