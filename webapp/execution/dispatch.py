@@ -45,6 +45,7 @@ def request_run(job: Job, *, trigger=Trigger.HAND, user=None, args: str = "", re
         run.enqueued_at = utcnow()
     db.session.add(run)
     db.session.flush()
+    _ran_at([job.id], run.created_at)
     after = {"run_id": run.id, "args": run.args, "trigger": trigger}
     if retry_of is not None:
         after["retry_of"] = retry_of.id
@@ -89,6 +90,7 @@ def request_runs(jobs, trigger=Trigger.HAND, user=None) -> tuple[list[int], list
                 enqueued_at=None if job_id in busy else now) for job_id in ids]
     db.session.add_all(runs)
     db.session.flush()
+    _ran_at(ids, now)
     for run in runs:
         record("run_now", "job", runnable[run.job_id][0], actor=user,
                after={"run_id": run.id, "args": "", "trigger": trigger})
@@ -100,6 +102,15 @@ def request_runs(jobs, trigger=Trigger.HAND, user=None) -> tuple[list[int], list
     log.info("runs requested count=%s enqueued=%s trigger=%s", len(run_ids), len(first_in_line), trigger)
     enqueue_many(first_in_line)
     return run_ids, refused
+
+
+def _ran_at(job_ids: list[int], moment) -> None:
+    """Previous fire = the last time the job ran, whoever started it: a run asked for by a person,
+    the API, the CLI or a retry moves it as a planned fire does (the list sorts and finds by it).
+    Not an edit of the job: its updated_at and version stay."""
+    db.session.execute(update(Job).where(Job.id.in_(job_ids))
+                       .values(prev_fire_at=moment, updated_at=Job.updated_at)
+                       .execution_options(synchronize_session=False))
 
 
 def _lock_in_order(job_ids: list[int]):
