@@ -3,8 +3,12 @@ per job type, the find box, sorting with empty values last, the self-refresh, an
 actions (run now, remove, restore) with what they answer."""
 import re
 from datetime import datetime, timedelta, timezone
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from tests.factories import csrf_from, make_domain, make_job, make_user
@@ -204,6 +208,41 @@ def test_find_matches_fire_times_typed_as_dates_or_times_in_server_time(root):
     # Not a time: plain text, no error.
     for text in ("25:00", "2026-13-01", "2026-02-30", "0000-01-01", "9999-12", "99:99"):
         assert root.get(f"/jobs/?q={text}").status_code == 200
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Amsterdam", "America/New_York", "Australia/Sydney",
+                                  "Asia/Kolkata"])
+def test_find_matches_times_of_day_and_dates_in_any_server_zone(ctx, monkeypatch, root, zone):
+    # The server's zone is the console's (FIRETIME_TIMEZONE): UTC by default, the test's Amsterdam
+    # otherwise; 06:00 is local, in winter and in summer (south of the equator the other way).
+    monkeypatch.setitem(ctx.config, "TIMEZONE", zone)
+    local = ZoneInfo(zone)
+
+    def job(name, *at, column="next_fire_at"):
+        return make_job(name, **{column: datetime(*at, tzinfo=local).astimezone(UTC)}).id
+
+    january, july = job("January six", 2026, 1, 15, 6, 0), job("July six", 2026, 7, 15, 6, 0, 30, column="prev_fire_at")
+    midnight, late = job("Midnight", 2026, 11, 22, 0, 0), job("Late", 2026, 11, 22, 23, 59)
+    job("One minute after six", 2026, 3, 1, 6, 1)
+    for text, expected in [("06:00", {january, july}), ("6:00", {january, july}), ("00:00", {midnight}),
+                           ("23:59", {late}), ("2026-11-22", {midnight, late}), ("2026-11-22 23:59", {late}),
+                           ("2026-07-15", {july}), ("2026-01", {january}), ("12:00", set())]:
+        response = root.get(f"/jobs/?q={quote(text)}")
+        assert response.status_code == 200, text
+        assert set(row_ids(response)) == expected, (zone, text)
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Amsterdam"])
+def test_no_find_text_of_digits_colons_dashes_and_spaces_gives_an_error(ctx, monkeypatch, root, zone):
+    monkeypatch.setitem(ctx.config, "TIMEZONE", zone)
+    make_job("Daily", next_fire_at=datetime(2026, 11, 22, 5, 0, tzinfo=UTC))
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.text(alphabet="0123456789:- T", max_size=18))
+    def find(text):
+        assert root.get(f"/jobs/?q={quote(text)}").status_code == 200, text
+
+    find()
 
 
 def test_finding_keeps_the_sort_view_and_filter(root):

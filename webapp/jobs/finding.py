@@ -64,15 +64,16 @@ def _local_range(match, zone: ZoneInfo) -> tuple[datetime, datetime]:
 
 def _time_of_day(column, local_minute: int, zone: ZoneInfo, today: date):
     utc_minute = minute_of_day(column)
+    spans = offset_spans(zone.key, today.year - SPAN_YEARS, today.year + SPAN_YEARS)
+    if len(spans) == 1:  # one offset all along (UTC, or a zone without changes): one span, unbounded
+        return utc_minute == (local_minute - spans[0][2]) % 1440
     by_offset = {}
-    for start, end, offset in offset_spans(zone.key, today.year - SPAN_YEARS, today.year + SPAN_YEARS):
-        within = [column < end] if start is None else [column >= start] if end is None else \
-            [column >= start, column < end]
+    for start, end, offset in spans:  # of several spans each has at least one bound
+        within = [bound for bound in (None if start is None else column >= start,
+                                      None if end is None else column < end) if bound is not None]
         by_offset.setdefault(offset, []).append(and_(*within))
-    if len(by_offset) == 1:  # one offset all along (UTC): no spans to tell apart
-        return utc_minute == (local_minute - next(iter(by_offset))) % 1440
-    return or_(*[and_(utc_minute == (local_minute - offset) % 1440, or_(*spans))
-                 for offset, spans in by_offset.items()])
+    return or_(*[and_(utc_minute == (local_minute - offset) % 1440, or_(*ranges))
+                 for offset, ranges in by_offset.items()])
 
 
 @lru_cache(maxsize=16)
