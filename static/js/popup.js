@@ -2,8 +2,9 @@
 // href stays the way without JavaScript); its content is the HTMX fragment GET /runs/<id>/popup.
 // Esc and the close button close it; focus stays inside while it is open and goes back to the
 // link afterwards; closing dispatches `logpopup:closed` (detail.runId) on document.
-// Also here: the live filter of a log that is still streaming, and keeping logs scrolled to
-// their newest line (the run page shares these).
+// Also here: showing the lines of a log that is still streaming (batched per frame, the newest
+// 2,000 kept), filtering them in the browser, and keeping logs scrolled to their newest line
+// (the run page shares these).
 (function () {
   "use strict";
 
@@ -154,37 +155,106 @@
     }
   });
 
-  // Live lines: follow the newest unless the reader scrolled up; filter them as they come.
-  var following = new WeakMap();
+  // Live lines. A busy job writes hundreds of lines a second, each its own event: the lines of
+  // one frame are put in at once (one parse, one layout read), only the new lines are filtered,
+  // and the list keeps the newest LIVE_CAP lines; a note above them links the whole log.
+  var LIVE_CAP = 2000;
+  var pending = new WeakMap();  // list -> HTML of the events not yet shown
+
   document.addEventListener("htmx:sseBeforeMessage", function (event) {
     var list = event.target;
-    if (list && list.matches && list.matches("ol.log")) {
-      following.set(list, list.scrollHeight - list.scrollTop - list.clientHeight < 40);
-    }
-  });
-  document.addEventListener("htmx:sseMessage", function (event) {
-    var list = event.target;
     if (!list || !list.matches || !list.matches("ol.log")) return;
-    if (following.get(list) !== false) list.scrollTop = list.scrollHeight;
-    var form = document.querySelector("form[data-live-filter='#" + list.id + "']");
-    if (form) applyLiveFilter(form);
+    event.preventDefault();  // put in here, batched, instead of one htmx swap per line
+    var queue = pending.get(list);
+    if (queue) { queue.push(event.detail.data); return; }
+    pending.set(list, [event.detail.data]);
+    var done = false;
+    var flush = function () {
+      if (done) return;
+      done = true;
+      var html = pending.get(list);
+      pending.delete(list);
+      if (document.body.contains(list)) showLines(list, html.join(""));
+    };
+    window.requestAnimationFrame(flush);
+    window.setTimeout(flush, 250);  // a hidden tab draws no frames: keep the list bounded there too
   });
+
+  function showLines(list, html) {
+    var following = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+    var template = document.createElement("template");
+    template.innerHTML = html;
+    var form = document.querySelector("form[data-live-filter='#" + list.id + "']");
+    if (form) {
+      var shows = lineFilter(form);
+      Array.prototype.forEach.call(template.content.querySelectorAll("li.log-line"), function (line) {
+        line.hidden = !shows(line);
+      });
+    }
+    list.appendChild(template.content);
+    keepNewest(list);
+    if (following) list.scrollTop = list.scrollHeight;
+  }
+
+  function keepNewest(list) {
+    var lines = list.getElementsByClassName("log-line");
+    var excess = lines.length - LIVE_CAP;
+    if (excess <= 0) return;
+    var note = list.querySelector("li.log-dropped");
+    var dropped = note ? Number(note.getAttribute("data-count")) : 0;
+    while (excess > 0) {
+      var first = note ? note.nextElementSibling : list.firstElementChild;
+      if (first.classList.contains("log-line")) excess -= 1;
+      dropped += first.classList.contains("log-line") ? 1 : Number(first.getAttribute("data-count") || 0);
+      first.remove();
+    }
+    if (!note) {
+      note = document.createElement("li");
+      note.className = "log-more log-dropped";
+      list.insertBefore(note, list.firstChild);
+    }
+    writeDroppedNote(note, list, dropped);
+  }
+
+  function writeDroppedNote(note, list, dropped) {
+    note.setAttribute("data-count", String(dropped));
+    note.textContent = dropped + " earlier line" + (dropped === 1 ? " is" : "s are") +
+      " not kept here (the newest " + LIVE_CAP + " are): ";
+    var links = [["data-full-log", "open the whole log"], ["data-download", "download it"]];
+    links.forEach(function (pair, index) {
+      var href = list.getAttribute(pair[0]);
+      if (!href) return;
+      if (index) note.appendChild(document.createTextNode(" or "));
+      var link = document.createElement("a");
+      link.href = href;
+      link.textContent = pair[1];
+      note.appendChild(link);
+    });
+    note.appendChild(document.createTextNode("."));
+  }
 
   // --- filtering a live log in the browser --------------------------------------------------
 
-  function applyLiveFilter(form) {
-    var list = document.querySelector(form.getAttribute("data-live-filter"));
-    if (!list) return;
+  // Whether a line shows under the form's levels and find (none ticked: every level, as on the server).
+  function lineFilter(form) {
     var levels = {};
     Array.prototype.forEach.call(form.querySelectorAll("input[name=level]"), function (box) {
       if (box.checked) levels[box.value] = true;
     });
-    var none = Object.keys(levels).length === 0;  // none ticked: every level, as on the server
+    var none = Object.keys(levels).length === 0;
     var search = (form.querySelector("input[name=q]") || {value: ""}).value.trim().toLowerCase();
-    Array.prototype.forEach.call(list.querySelectorAll("li.log-line"), function (line) {
+    return function (line) {
       var level = (line.className.match(/\blevel-(\w+)/) || [])[1];
-      var show = (none || levels[level]) && (!search || line.textContent.toLowerCase().indexOf(search) >= 0);
-      line.hidden = !show;
+      return (none || levels[level]) && (!search || line.textContent.toLowerCase().indexOf(search) >= 0);
+    };
+  }
+
+  function applyLiveFilter(form) {
+    var list = document.querySelector(form.getAttribute("data-live-filter"));
+    if (!list) return;
+    var shows = lineFilter(form);
+    Array.prototype.forEach.call(list.querySelectorAll("li.log-line"), function (line) {
+      line.hidden = !shows(line);
     });
   }
 
