@@ -87,16 +87,18 @@ def test_sign_in_page_renders_with_a_csrf_token(client):
     assert signed_in_as(client) is None
 
 
-def test_good_credentials_open_the_jobs_list(app, client):
+def test_good_credentials_open_the_dashboard(app, client):
     name = new_user(app)
     response = post_login(client, name, "pw")
     assert response.status_code == 302
-    assert urlsplit(response.headers["Location"]).path == "/jobs/"
+    assert urlsplit(response.headers["Location"]).path == "/dashboard/"
     page = client.get(response.headers["Location"])
-    assert page.status_code == 200 and "<h1>Jobs</h1>" in page.get_data(as_text=True)
+    assert page.status_code == 200 and "<h1>Dashboard</h1>" in page.get_data(as_text=True)
     assert signed_in_as(client) == name
-    # Signed in, the sign-in page sends you on to the jobs.
-    assert urlsplit(client.get("/login").headers["Location"]).path == "/jobs/"
+    # Signed in, the sign-in page sends you on to the dashboard, or to the page a link asked for.
+    assert urlsplit(client.get("/login").headers["Location"]).path == "/dashboard/"
+    assert client.get("/login?next=/jobs/%3Fq%3Dx").headers["Location"] == "/jobs/?q=x"
+    assert urlsplit(client.get("/login?next=https://evil.example/").headers["Location"]).path == "/dashboard/"
 
 
 @pytest.mark.parametrize("case", ["wrong password", "unknown user"])
@@ -242,17 +244,17 @@ def test_sign_in_never_fails_on_a_next_holding_control_characters(app, client, t
     token = csrf_from(client.get("/login"))
     response = client.post("/login?" + urlencode({"next": target}),
                            data={"username": name, "password": "pw", "csrf_token": token})
-    # Refused as malformed before the form is read, or signed in and sent to the jobs list;
+    # Refused as malformed before the form is read, or signed in and sent to the dashboard;
     # never a 500 and never a header built from the address.
     assert response.status_code in (302, 400), response.status_code
     if response.status_code == 302:
-        assert response.headers["Location"] == "/jobs/"
+        assert response.headers["Location"] == "/dashboard/"
         assert signed_in_as(client) == name
     assert "x=1" not in response.headers.get("Set-Cookie", "")
 
 
-@pytest.mark.parametrize("target, location", [(target, "/jobs/") for target in CONTROL_NEXT + ["jobs/", "", None]] + [
-    ("/logout", "/jobs/"),  # an expired session's Sign out lands here; a GET there would be a 405
+@pytest.mark.parametrize("target, location", [(target, "/dashboard/") for target in CONTROL_NEXT + ["jobs/", "", None]] + [
+    ("/logout", "/dashboard/"),  # an expired session's Sign out lands here; a GET there would be a 405
     ("/jobs/?q=a b", "/jobs/?q=a%20b"),  # what the find box sends, kept but written as a URL
     ("/jobs/?q=\u0448", "/jobs/?q=%D1%88"),
 ])

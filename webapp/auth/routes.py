@@ -21,21 +21,21 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _safe_next(target: str | None) -> str:
-    """Where to go after signing in: a plain path on this site, or the jobs list."""
+    """Where to go after signing in: a plain path on this site, or the dashboard."""
     # An open redirect would let a link take a signed-in admin anywhere; a control character
     # (CR/LF) would end up in the Location header.
     if (target and target.startswith("/") and not target.startswith("//") and "\\" not in target
             and not _CONTROL.search(target) and not urlsplit(target).netloc
             and urlsplit(target).path != url_for("auth.logout")):  # a POST-only page: a GET is a 405
         return iri_to_uri(target)  # spaces and non-ASCII letters written as a URL
-    return url_for("jobs.list")
+    return url_for("dashboard.index")
 
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     """The sign-in form."""
     if current_user.is_authenticated:
-        return redirect(url_for("jobs.list"))
+        return redirect(_safe_next(request.args.get("next")))
     form = LoginForm()
     if not form.validate_on_submit():
         return _form_page(form)
