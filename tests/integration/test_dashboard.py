@@ -119,10 +119,25 @@ def test_the_live_panel_polls_quickly_while_runs_are_active_and_tells_the_summar
     db.session.commit()
     changed = client.get(url, headers=HTMX)
     assert changed.headers.get("HX-Trigger") == "dashboard-changed"
-    assert 'hx-trigger="every 15s"' in changed.get_data(as_text=True)
+    assert 'hx-trigger="every 5s"' in changed.get_data(as_text=True)  # a short run still shows
     assert "No run is in progress." in changed.get_data(as_text=True)
     summary = client.get("/dashboard/summary", headers=HTMX).get_data(as_text=True)
     assert summary.lstrip().startswith('<div id="dashboard-summary"') and counts_of(summary)["failed"] == 3
+
+
+def test_latest_failures_are_ordered_by_when_they_ended(estate, client, login_as):
+    login_as(SimpleNamespace(username="root"))
+    r = estate.runs
+    # Created before B's failure but ran for two hours: it ended after it.
+    long_one = db.session.get(__import__("webapp.models", fromlist=["Run"]).Run, r.a_failed)
+    long_one.finished_at = utcnow() - timedelta(minutes=1)
+    db.session.commit()
+    body = client.get("/dashboard/").get_data(as_text=True)
+    failures = body[body.index('id="failures-title"'):]
+    shown = [int(run_id) for run_id in re.findall(r'data-log-popup="(\d+)"', failures)]
+    assert shown == [r.a_failed, r.b_failed, r.a_old_failed]
+    ended = re.findall(r'<td class="when">([^<]+)</td>', failures)
+    assert ended == sorted(ended, reverse=True)
 
 
 def test_statements_do_not_grow_with_rows(estate, client, login_as, app):

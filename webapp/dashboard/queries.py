@@ -23,6 +23,10 @@ WINDOW = timedelta(hours=24)
 LIVE_SHOWN = 20  # runs in progress listed; the rest are counted
 NEXT_FIRES = 10
 FAILURES = 10
+# The latest failures by end time are picked among this many newest failures by id: a run ends
+# later than a run created after it only by running longer, which the candidates allow for
+# without reading every failure of the week (a failing job can leave thousands).
+FAILURE_CANDIDATES = 100
 FAILURES_WINDOW = timedelta(days=7)  # the latest failures are looked for in this window only
 # The chart stacks the statuses a run ends in, bottom up, then those of runs not yet ended.
 CHART_STATUSES = (RunStatus.SUCCEEDED, RunStatus.WARNINGS, RunStatus.FAILED, RunStatus.CANCELLED,
@@ -115,9 +119,10 @@ def next_fires(user) -> list[Job]:
 
 
 def latest_failures(user, now: datetime) -> list[Run]:
-    """The latest failed runs of the last 7 days, newest first: the window's ids, newest first,
-    until ten are found, however many failures the history holds."""
+    """The failed runs of the last 7 days that ended last, latest first: among the newest
+    FAILURE_CANDIDATES failures by id (the window's ids, newest first, until that many are found,
+    however many failures the history holds)."""
     query = created_since(_with_job(visible_runs(user)).where(Run.status + "" == RunStatus.FAILED),
                           now - FAILURES_WINDOW)
-    query = query.order_by(Run.id.desc()).limit(FAILURES)
-    return db.session.scalars(query).all()
+    candidates = db.session.scalars(query.order_by(Run.id.desc()).limit(FAILURE_CANDIDATES)).all()
+    return sorted(candidates, key=lambda run: (run.finished_at or run.created_at, run.id), reverse=True)[:FAILURES]

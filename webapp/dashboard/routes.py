@@ -10,7 +10,9 @@ from webapp.models.types import utcnow
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
 
-POLL_ACTIVE, POLL_IDLE = 3, 15  # seconds between refreshes of the live panel
+# Seconds between refreshes of the live panel: idle, often enough that a run of a few seconds
+# shows before it ends.
+POLL_ACTIVE, POLL_IDLE = 3, 5
 CHANGED = "dashboard-changed"  # the event that makes the summary refresh itself
 
 
