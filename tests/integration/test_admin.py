@@ -126,6 +126,19 @@ def test_every_change_needs_a_csrf_token(app, root):
 
 # --- users -------------------------------------------------------------------------------------
 
+def test_the_new_user_form_starts_at_the_least_privileged_role(app, root):
+    page = root.client.get("/admin/users/new").get_data(as_text=True)
+    selected = re.findall(r'<option[^>]*\bselected\b[^>]*>([^<]*)</option>', page)
+    assert selected[:1] == ["Domain administrator"], selected
+    # Sent as it opens (a name and password only), it asks for the domain the role needs.
+    response = root.client.post("/admin/users/new", data={
+        "csrf_token": root.token, "username": "dora", "role": "domain_admin", "password": "long-enough",
+        "confirm": "long-enough", "domain_id": ""})
+    assert response.status_code == 400
+    assert "A domain administrator needs a domain." in response.get_data(as_text=True)
+    assert user_named(app, "dora") is None
+
+
 def test_create_a_user_audited_under_the_superadmin(app, root):
     with app.app_context():
         study = make_domain("Study")

@@ -93,6 +93,8 @@ def _password_fields(required: bool):
 
 
 class UserCreateForm(_Profile):
+    # A new user starts as the least privileged role that signs in; more is a deliberate choice.
+    role = SelectField("Role", choices=ROLE_CHOICES, validators=[DataRequired()], default=Role.DOMAIN_ADMIN.value)
     username = StringField("User name", validators=[DataRequired(), Length(max=80)],
                            description="Letters, digits and . _ @ - ; it cannot be changed later.")
     password, confirm = _password_fields(required=False)
