@@ -169,9 +169,12 @@ def test_retry_makes_a_new_run_linked_to_the_original_and_audited(estate, client
     retried = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "retry"))
     assert retried.object_type == "run" and retried.object_id == failed and retried.actor_name == "admin-a"
     assert retried.after == {"retry_run_id": new.id}
-    # The original's audit popup shows the retry; the expanded row names the retry.
+    # The original's audit popup shows the retry, naming both runs by number, not only the job.
     audit = client.get(f"/executions/{failed}/audit", headers={"HX-Request": "true"}).get_data(as_text=True)
     assert "retry" in audit and "admin-a" in audit
+    job_name = db.session.get(Run, failed).job.name
+    assert f"run “#{failed} of {job_name}”" in audit
+    assert f"Run #{failed} is retried as run #{new.id}." in audit
     details = client.get(f"/executions/{failed}/details").get_data(as_text=True)
     assert f'Retried as</dt><dd><a href="/runs/{new.id}">#{new.id}</a>' in details
 

@@ -32,8 +32,10 @@ def retry_run(run: Run, user) -> Run:
         new = dispatch.request_run(run.job, trigger=Trigger.RETRY, user=user, retry_of=run, args=run.args)
     except (dispatch.NotRunnable, registry.InvalidArguments) as exc:
         raise NotRetried(f"Run #{run.id} was not retried: {exc}") from None
-    record("retry", "run", run, actor=user, object_name=run.job.name, domain_id=run.job.domain_id,
-           after={"retry_run_id": new.id})
+    # Named by its number as well as its job's name: a job has many runs, and the record is read
+    # in lists of the job's history where only the number tells them apart.
+    record("retry", "run", run, actor=user, object_name=f"#{run.id} of {run.job.name}", domain_id=run.job.domain_id,
+           after={"retry_run_id": new.id}, message=f"Run #{run.id} is retried as run #{new.id}.")
     db.session.commit()
     return new
 
