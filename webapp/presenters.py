@@ -9,10 +9,30 @@ every row at no query cost.
 from datetime import datetime
 
 from webapp.jobtypes import registry
+from webapp.models.runs import RunStatus, Trigger
 from webapp.scheduling import sync
 from webapp.scheduling.plans import PlanError, upcoming
 
 INVALID_PLAN = "invalid plan"
+TRIGGER_LABELS = {Trigger.PLAN: "Plan", Trigger.HAND: "By hand", Trigger.API: "API", Trigger.CLI: "Command line",
+                  Trigger.RETRY: "Retry", Trigger.CHAIN: "Envelope chain"}
+INSTALLATION_LABEL = "Installation"
+
+
+def trigger_label(run) -> str:
+    """Who or what started the run, as every page says it: "By hand · alice", "Plan"; an
+    occurrence someone skipped: "Skipped by alice"."""
+    user = run.requested_by.username if run.requested_by is not None else None
+    if run.status == RunStatus.SKIPPED and user:
+        return f"Skipped by {user}"
+    label = TRIGGER_LABELS.get(run.trigger, str(run.trigger))
+    return f"{label} · {user}" if user else label
+
+
+def domain_label(job) -> str:
+    """The job's domain as every list says it: its name, or "Installation" for a job run by
+    installation (it has no domain)."""
+    return job.domain.name if job.domain is not None else INSTALLATION_LABEL
 
 
 def job_type(job) -> registry.JobType | None:

@@ -155,3 +155,23 @@ def test_statements_do_not_grow_with_rows(estate, client, login_as, app):
             assert client.get("/dashboard/").status_code == 200
         counted[added] = len(sent)
     assert counted[20] == counted[2]
+
+
+def test_every_page_names_who_started_a_run_and_a_jobs_domain_alike(estate, client, login_as):
+    """presenters.trigger_label and domain_label: the executions page, the run page and the jobs
+    list say the same as the dashboard."""
+    from webapp.models import Run, Trigger, User
+
+    login_as(SimpleNamespace(username="root"))
+    root = db.session.scalar(db.select(User).filter_by(username="root"))
+    housekeeping = make_job("Housekeeping")  # by installation: no domain
+    run = _run(housekeeping, RunStatus.IN_PROGRESS, trigger=Trigger.HAND, requested_by_id=root.id)
+    assert db.session.get(Run, run.id).requested_by.username == "root"
+    dashboard = client.get("/dashboard/").get_data(as_text=True)
+    assert "Installation · started" in dashboard
+    executions = client.get("/executions/").get_data(as_text=True)
+    assert re.search(r"<td>Installation</td>\s*<td>By hand · root", executions)
+    assert "<dt>Started by</dt><dd>By hand · root</dd>" in client.get(f"/runs/{run.id}").get_data(as_text=True)
+    jobs = client.get("/jobs/").get_data(as_text=True)
+    row = jobs[jobs.index(f'/jobs/{housekeeping.id}"'):]
+    assert re.search(r"<td>By installation</td>\s*<td>Installation</td>", row)
