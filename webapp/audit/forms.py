@@ -16,13 +16,14 @@ KNOWN_OBJECT_TYPES = ("job", "run", "user", "domain", "setting", "api_token")
 
 
 class DayField(DateField):
-    """A day typed as YYYY-MM-DD (a browser's date box sends that), with a message that says so."""
+    """A day as a browser's date box sends it (YYYY-MM-DD). Only a link typed by hand can bring
+    anything else, and the page shows a date box: the message says to pick a day there."""
 
     def process_formdata(self, valuelist):
         try:
             super().process_formdata(valuelist)
         except ValueError:
-            raise ValueError("Give a date as YYYY-MM-DD, for example 2026-11-22.") from None
+            raise ValueError("Not a day of the calendar: pick one in the date box.") from None
 
 
 def _in_range(form, field):
