@@ -294,3 +294,18 @@ def test_a_window_reads_only_its_runs_even_with_ids_out_of_time_order(estate, cl
     assert listed(client.get("/executions/?period=24h&status=failed")) == [late.id, estate.runs["b_failed"],
                                                                            estate.runs["a_failed"]]
     assert listed(client.get("/executions/?period=1h")) == [estate.runs["b_queued"], estate.runs["install_ok"]]
+
+
+def test_a_skipped_occurrence_is_in_the_last_hours_from_its_fire_time_not_from_the_skip(estate, client, login_as):
+    # "Skip the next occurrence" writes the run now, for a fire time ahead: the dashboard's tiles
+    # link these windows, and a skip of tonight's run is not something of the last 24 hours yet.
+    login_as(SimpleNamespace(username="root"))
+    job = make_job("Nightly export")
+    ahead = _run(job, RunStatus.SKIPPED, message="Skipped by root.", occurrence_at=utcnow() + timedelta(hours=3))
+    past = _run(job, RunStatus.SKIPPED, message="Skipped by root.", ago=timedelta(hours=2),
+                occurrence_at=utcnow() - timedelta(minutes=10))
+    assert listed(client.get("/executions/?status=skipped")) == [past.id, ahead.id]  # the list holds both
+    assert listed(client.get("/executions/?period=24h&status=skipped")) == [past.id]
+    assert listed(client.get("/executions/?period=24h")) == [past.id, estate.runs["b_queued"],
+                                                             estate.runs["install_ok"], estate.runs["a_queued"],
+                                                             estate.runs["b_failed"], estate.runs["a_failed"]]

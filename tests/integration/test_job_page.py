@@ -2,14 +2,17 @@
 schedule saved in place; the executions tab's filters and cancel; the audit and chart tabs."""
 import re
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from flask import g
+from sqlalchemy import select
 
 from tests.factories import csrf_from, make_domain, make_job, make_user
 from webapp.extensions import db
 from webapp.models import AuditEvent, Job, Role, Run, RunStatus, Trigger
 from webapp.models.types import utcnow
+from webapp.scheduling import sync
 
 TABS = ("information", "scheduling", "executions", "audit", "charts")
 HX = {"HX-Request": "true"}
@@ -298,3 +301,63 @@ def test_a_system_jobs_automatic_schedule_is_offered_on_the_scheduling_tab(clien
     html = client.get(f"/jobs/{job.id}?tab=scheduling").get_data(as_text=True)
     assert '<option selected value="automatic">' in html
     assert "<dd>automatic: daily at 02:30" in html  # the plan its code declares
+
+
+# --- a skipped occurrence ----------------------------------------------------------------------
+
+SERVER = ZoneInfo("Europe/Amsterdam")  # the tests' FIRETIME_TIMEZONE
+
+
+def skipped_by_hand(client, job):
+    """The job's next occurrence skipped with the button on its scheduling tab: the page it opens
+    and the skipped run."""
+    token = csrf_from(client.get(f"/jobs/{job.id}?tab=scheduling"))
+    page = client.post(f"/jobs/{job.id}/skip-next", data={"csrf_token": token}, follow_redirects=True)
+    return page.get_data(as_text=True), db.session.scalar(select(Run).where(Run.job_id == job.id))
+
+
+def planned_job():
+    job = make_job(name="Export A", plan={"kind": "daily", "days": list(range(7)), "times": ["06:00"]})
+    sync.reschedule(job)
+    return job
+
+
+def cells(page, run, row_class=""):
+    """The text of each cell of the run's row."""
+    row = re.search(rf'<tr id="run-{run.id}"[^>]*{row_class}[^>]*>(.*?)</tr>', page, re.S).group(1)
+    return [re.sub(r"<[^>]+>|\s+", " ", cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+
+
+def test_skip_next_says_which_occurrence_is_skipped_and_which_follows(client, admin):
+    job = planned_job()
+    first = job.next_fire_at
+    page, run = skipped_by_hand(client, job)
+    following = db.session.get(Job, job.id).next_fire_at
+    assert run.status == RunStatus.SKIPPED and run.occurrence_at == first and run.requested_by_id == admin.id
+    assert following > first
+    at = [t.astimezone(SERVER).strftime("%Y-%m-%d %H:%M") for t in (first, following)]
+    assert f"The occurrence of {at[0]} is skipped; the next is {at[1]}." in page
+    assert at[0].endswith("06:00") and at[1].endswith("06:00")
+
+
+# Pending the template edits of the review's item 4 (the run's Started by through trigger_label on
+# the job page; on Executions its time instead of "queued"): then these pass, and strict xfail fails
+# until the marker goes.
+@pytest.mark.xfail(strict=True, reason="templates/jobs/_runs.html still says 'plan · alice'")
+def test_the_job_page_lists_a_skipped_occurrence_as_skipped_by_its_user_at_its_time(client, admin):
+    job = planned_job()
+    _, run = skipped_by_hand(client, job)
+    row = cells(client.get(f"/jobs/{job.id}?tab=executions").get_data(as_text=True), run)
+    assert "Skipped" in row[1] and row[2] == "Skipped by alice"
+    assert row[3] == run.occurrence_at.astimezone(SERVER).strftime("%Y-%m-%d %H:%M:%S")
+    assert not any("queued" in cell.lower() for cell in row)
+
+
+@pytest.mark.xfail(strict=True, reason="templates/executions/_table.html still says '— queued' for it")
+def test_executions_list_a_skipped_occurrence_as_skipped_by_its_user_at_its_time(client, admin):
+    job = planned_job()
+    _, run = skipped_by_hand(client, job)
+    row = cells(client.get("/executions/").get_data(as_text=True), run, 'class="exec-row"')
+    assert "Skipped" in row[3] and row[7] == "Skipped by alice"
+    assert row[8] == run.occurrence_at.astimezone(SERVER).strftime("%Y-%m-%d %H:%M:%S")
+    assert not any("queued" in cell.lower() for cell in row)

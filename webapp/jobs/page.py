@@ -14,6 +14,7 @@ from webapp.jobs import editing, tabs
 from webapp.jobs.forms import RunNowForm, job_form, plan_preview_of
 from webapp.jobs.routes import bp
 from webapp.jobtypes import registry
+from webapp.main.filters import localtime
 from webapp.models import Run, Trigger
 from webapp.pagination import paginate
 from webapp.scheduling import sync
@@ -122,13 +123,19 @@ def run_now(job_id):
     return redirect(url_for("runs.detail", run_id=run.id))
 
 
+MINUTE = "%Y-%m-%d %H:%M"
+
+
 @bp.route("/<int:job_id>/skip-next", methods=["POST"])
 def skip_next(job_id):
     """Cancel only the next planned occurrence of the job."""
     job = get_job_or_404(current_user, job_id)
     run = dispatch.skip_next_occurrence(job, current_user)
-    flash("The next occurrence is skipped." if run else "The job has no planned occurrence.",
-          "success" if run else "error")
+    if run is None:
+        flash("The job has no planned occurrence.", "error")
+    else:
+        following = f"the next is {localtime(job.next_fire_at, MINUTE)}" if job.next_fire_at else "none follows"
+        flash(f"The occurrence of {localtime(run.occurrence_at, MINUTE)} is skipped; {following}.", "success")
     return redirect(url_for("jobs.detail", job_id=job.id, tab="scheduling"))
 
 
