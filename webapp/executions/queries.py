@@ -26,14 +26,13 @@ from webapp.guards import MAX_ID
 from webapp.models import Domain, Job, Run, RunStatus, Trigger
 from webapp.models.runs import STATUS_LABELS
 from webapp.models.types import utcnow
+from webapp.presenters import TRIGGER_LABELS
 
 COUNT_CAP = 10_000
 TEXT_MAX = 200  # a find or job text longer than any name it could match is cut here
 INSTALLATION = "installation"  # the domain filter's value for jobs run by installation
 PERIODS = {"1h": ("Last hour", timedelta(hours=1)), "24h": ("Last 24 hours", timedelta(hours=24)),
            "7d": ("Last 7 days", timedelta(days=7)), "30d": ("Last 30 days", timedelta(days=30))}
-TRIGGER_LABELS = {Trigger.PLAN: "Plan", Trigger.HAND: "By hand", Trigger.API: "API", Trigger.CLI: "Command line",
-                  Trigger.RETRY: "Retry", Trigger.CHAIN: "Envelope chain"}
 _RUN_ID = re.compile(r"#?([1-9][0-9]{0,9})")
 # Runs are numbered as they are created, but two processes may commit a moment out of order:
 # the id range of a time window starts this many ids early (its times are checked as well).

@@ -31,7 +31,7 @@ def list():
     page = paginate(query.limit(queries.COUNT_CAP + 1), sorts, "id", default_direction="desc",
                     tiebreak=Run.id.desc())
     context = dict(page=page, filters=filters, capped=page.total > queries.COUNT_CAP, cap=queries.COUNT_CAP,
-                   labels=queries.TRIGGER_LABELS, form=ConfirmForm())
+                   form=ConfirmForm())
     if request.htmx and request.htmx.target == "executions-table":
         # The address bar gets the filters that apply, not every empty field of the form.
         return render_template("executions/_table.html", **context), {"HX-Push-Url": _canonical(page, filters)}
@@ -42,8 +42,7 @@ def list():
 def details(run_id):
     """A run's statistics, counts, arguments and files: the row of the list, expanded."""
     run = get_run_or_404(current_user, run_id)
-    return render_template("executions/_details.html", run=run, retries=actions.retries_of(current_user, run),
-                           labels=queries.TRIGGER_LABELS)
+    return render_template("executions/_details.html", run=run, retries=actions.retries_of(current_user, run))
 
 
 @bp.route("/<int:run_id>/audit")
