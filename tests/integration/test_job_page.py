@@ -343,7 +343,6 @@ def test_skip_next_says_which_occurrence_is_skipped_and_which_follows(client, ad
 # Pending the template edits of the review's item 4 (the run's Started by through trigger_label on
 # the job page; on Executions its time instead of "queued"): then these pass, and strict xfail fails
 # until the marker goes.
-@pytest.mark.xfail(strict=True, reason="templates/jobs/_runs.html still says 'plan · alice'")
 def test_the_job_page_lists_a_skipped_occurrence_as_skipped_by_its_user_at_its_time(client, admin):
     job = planned_job()
     _, run = skipped_by_hand(client, job)

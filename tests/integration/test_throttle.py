@@ -35,7 +35,7 @@ def post_login(client, username, password):
 
 
 def signed_in(response) -> bool:
-    return response.status_code == 302 and urlsplit(response.headers["Location"]).path == "/jobs/"
+    return response.status_code == 302 and urlsplit(response.headers["Location"]).path == "/dashboard/"
 
 
 def password_error(response) -> str:
