@@ -37,13 +37,14 @@ def create_app(config_class=None):
     extensions.mail.init_app(app)
     extensions.redis_client.init_app(app)
 
-    from webapp import admin, api, audit, auth, cli, dashboard, executions, jobs, main, runs
+    from webapp import admin, api, audit, auth, cli, dashboard, executions, jobs, main, queues, runs
 
     auth.init_app(app)
     main.init_app(app)
     dashboard.init_app(app)
     jobs.init_app(app)
     executions.init_app(app)
+    queues.init_app(app)
     runs.init_app(app)
     audit.init_app(app)
     admin.init_app(app)

@@ -1,0 +1,383 @@
+"""The queues page as queries, callable without HTTP.
+
+A queue's panel has three lists, each read through permissions.runs_query / jobs_query (a
+domain administrator's lists hold their domains' entries only; the others are a count):
+- running: runs in progress of the job types on the queue, with their live progress (Redis,
+  one pipeline for the page; the database's last saved progress when Redis does not answer);
+- waiting: queued runs, those handed to RQ with their position there (one LRANGE of the queue)
+  and those held in the database behind an active run of the same job (one query for the page);
+- planned: the next fire of each active job of those types (jobs.next_fire_at).
+Each list is sorted, filtered and paged in the database (webapp/pagination.py); what a page
+shows of its rows takes a fixed number of statements, whatever the number of rows."""
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from flask import current_app
+from redis.exceptions import RedisError
+from rq import Queue
+from rq import Worker as RQWorker
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import contains_eager
+
+from webapp.auth.permissions import jobs_query, runs_query, visible_domain_ids, hidden_job_types
+from webapp.execution import livelog
+from webapp.execution.rqjobs import RUN_PREFIX, run_id_of
+from webapp.extensions import db, redis_client
+from webapp.jobtypes import registry
+from webapp.models import Domain, Job, JobState, Run, RunStatus
+from webapp.models.runs import ACTIVE_STATUSES
+from webapp.models.types import utcnow
+from webapp.pagination import paginate
+from webapp.runs.waiting import Waiting
+
+SYSTEM_QUEUE = "system"
+LISTS = ("running", "waiting", "planned")
+PER_PAGE = 10
+TEXT_MAX = 100
+
+# Each list's columns: key -> (label, sort expression). Every column sorts.
+_POSITION = case((Run.enqueued_at.is_(None), 1), else_=0)  # handed to RQ first, then held back
+COLUMNS = {
+    "running": {"run": ("Run", Run.id), "job": ("Job", Job.name), "domain": ("Domain", Domain.name),
+                "started": ("Started", Run.started_at), "progress": ("Progress", Run.progress),
+                "worker": ("Worker", Run.worker_name)},
+    "waiting": {"position": ("Position", _POSITION), "run": ("Run", Run.id), "job": ("Job", Job.name),
+                "domain": ("Domain", Domain.name), "queued": ("Queued", Run.created_at),
+                "waits": ("Waits for", Run.enqueued_at)},
+    "planned": {"job": ("Job", Job.name), "domain": ("Domain", Domain.name), "type": ("Job type", Job.job_type),
+                "next": ("Fires at", Job.next_fire_at)},
+}
+DEFAULT_SORT = {"running": "started", "waiting": "position", "planned": "next"}
+WAITS_CHOICES = (("worker", "A free worker"), ("run", "A run of the same job"))
+
+
+class UnknownQueue(LookupError):
+    pass
+
+
+def queue_names() -> list[str]:
+    """Every queue a job type declares, plus system and mail (mail last)."""
+    names = registry.queue_names()
+    if SYSTEM_QUEUE not in names:
+        names.insert(-1, SYSTEM_QUEUE)
+    return names
+
+
+def job_types_on(queue: str) -> list[str]:
+    return [jt.key for jt in registry.all_types() if jt.queue == queue]
+
+
+@dataclass
+class ListState:
+    """One list's sort, page and column filters as the URL gives them; `problems` says what was
+    left out (never an error page)."""
+    queue: str
+    kind: str
+    filters: dict = field(default_factory=dict)
+    problems: list = field(default_factory=list)
+
+    def as_args(self) -> dict:
+        args = {"queue": self.queue, "list": self.kind}
+        args.update({f"f_{key}": value for key, value in self.filters.items() if value})
+        return args
+
+    @property
+    def active(self) -> bool:
+        return any(self.filters.values())
+
+    @property
+    def target(self) -> str:
+        return f"q-{self.queue}-{self.kind}"
+
+
+def parse_state(queue: str, kind: str, args) -> ListState:
+    state = ListState(queue, kind)
+    for key in COLUMNS[kind]:
+        value = " ".join(str(args.get(f"f_{key}", "")).split())[:TEXT_MAX]
+        state.filters[key] = value
+    return state
+
+
+def _day_range(text: str, state: ListState, label: str):
+    try:
+        day = datetime.strptime(text, "%Y-%m-%d").date()
+    except ValueError:
+        state.problems.append(f"{label}: “{text[:40]}” is not a day (year-month-day, such as 2026-11-22): ignored.")
+        return None
+    zone = ZoneInfo(current_app.config["TIMEZONE"])
+    start = datetime.combine(day, time(), zone).astimezone(timezone.utc)
+    return start, start + timedelta(days=1)
+
+
+def _number(text: str, state: ListState, label: str, high: int) -> int | None:
+    digits = text.lstrip("#")
+    if digits.isdigit() and len(digits) <= 10 and int(digits) <= high:
+        return int(digits)
+    state.problems.append(f"{label}: “{text[:40]}” is not a number from 0 to {high:,}: ignored.")
+    return None
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _filtered(query, state: ListState):
+    """Apply the list's column filters; a value that cannot apply is named in state.problems."""
+    for key, text in state.filters.items():
+        if not text:
+            continue
+        label = COLUMNS[state.kind][key][0]
+        if key == "job":
+            query = query.where(Job.name.ilike(_like(text), escape="\\"))
+        elif key == "domain":
+            installation = "installation".startswith(text.lower())
+            match = Domain.name.ilike(_like(text), escape="\\")
+            query = query.where(match | Job.domain_id.is_(None)) if installation else query.where(match)
+        elif key == "type":
+            keys = [jt.key for jt in registry.all_types() if text.lower() in (jt.key + " " + jt.label).lower()]
+            query = query.where(Job.job_type.in_(keys))
+        elif key == "worker":
+            query = query.where(Run.worker_name.ilike(_like(text), escape="\\"))
+        elif key == "run":
+            number = _number(text, state, label, 2**31 - 1)
+            if number is not None:
+                query = query.where(Run.id == number)
+        elif key == "progress":
+            number = _number(text.rstrip("% "), state, "Progress (at least, in %)", 100)
+            if number is not None:
+                query = query.where(Run.progress >= number)
+        elif key in ("started", "queued", "next"):
+            span = _day_range(text, state, label)
+            if span is not None:
+                column = COLUMNS[state.kind][key][1]
+                query = query.where(column >= span[0], column < span[1])
+        elif key == "position":
+            if text not in ("worker", "run"):
+                state.problems.append("Position: pick a free worker or a run of the same job: ignored.")
+            else:
+                query = query.where(Run.enqueued_at.isnot(None) if text == "worker" else Run.enqueued_at.is_(None))
+        elif key == "waits":
+            if text not in ("worker", "run"):
+                state.problems.append("Waits for: pick a free worker or a run of the same job: ignored.")
+                state.filters[key] = ""
+            else:
+                query = query.where(Run.enqueued_at.isnot(None) if text == "worker" else Run.enqueued_at.is_(None))
+    return query
+
+
+def _runs_on(user, queue: str, status):
+    return (runs_query(user).outerjoin(Job.domain)
+            .where(Job.job_type.in_(job_types_on(queue)), Run.status == status)
+            .options(contains_eager(Run.job).contains_eager(Job.domain)))
+
+
+def _planned_on(user, queue: str):
+    return (jobs_query(user).outerjoin(Job.domain)
+            .where(Job.job_type.in_(job_types_on(queue)), Job.state == JobState.ACTIVE,
+                   Job.next_fire_at.isnot(None))
+            .options(contains_eager(Job.domain)))
+
+
+def _base(user, state: ListState):
+    if state.kind == "planned":
+        return _planned_on(user, state.queue)
+    return _runs_on(user, state.queue, RunStatus.IN_PROGRESS if state.kind == "running" else RunStatus.QUEUED)
+
+
+def _others(user, state: ListState, visible_total_unfiltered) -> int:
+    """Entries of this list the user may not see (other domains): a count only."""
+    if visible_domain_ids(user) is None and not hidden_job_types(user):
+        return 0
+    keys = job_types_on(state.queue)
+    if state.kind == "planned":
+        everyone = (select(func.count(Job.id)).where(Job.deleted_at.is_(None), Job.job_type.in_(keys),
+                                                      Job.state == JobState.ACTIVE, Job.next_fire_at.isnot(None)))
+    else:
+        status = RunStatus.IN_PROGRESS if state.kind == "running" else RunStatus.QUEUED
+        everyone = select(func.count(Run.id)).join(Run.job).where(Job.job_type.in_(keys), Run.status == status)
+    return max(0, db.session.scalar(everyone) - visible_total_unfiltered)
+
+
+@dataclass
+class ListView:
+    state: ListState
+    page: object
+    columns: dict
+    others: int = 0
+    live: dict = field(default_factory=dict)  # running: run id -> (percent, message)
+    waits: dict = field(default_factory=dict)  # waiting: run id -> Waiting
+    redis_down: bool = False
+
+
+def list_view(user, state: ListState, args_apply: bool) -> ListView:
+    """One list, sorted/filtered/paged as the request says if `args_apply`, else its first page."""
+    base = _base(user, state)
+    query = _filtered(base, state)
+    columns = COLUMNS[state.kind]
+    sortable = {key: expr for key, (label, expr) in columns.items()}
+    tiebreak = Job.id if state.kind == "planned" else Run.id
+    if args_apply:
+        page = paginate(query, sortable, DEFAULT_SORT[state.kind], per_page=PER_PAGE, tiebreak=tiebreak)
+    else:
+        page = _first_page(query, sortable[DEFAULT_SORT[state.kind]], tiebreak, state.kind)
+    unfiltered = page.total if not state.active else db.session.scalar(
+        select(func.count()).select_from(base.order_by(None).subquery()))
+    view = ListView(state, page, columns, others=_others(user, state, unfiltered))
+    if state.kind == "running":
+        view.live, view.redis_down = live_progress(page.items)
+    elif state.kind == "waiting":
+        view.waits, view.redis_down = waiting_reasons(state.queue, page.items)
+    return view
+
+
+def _first_page(query, column, tiebreak, kind):
+    from webapp.pagination import Page
+
+    total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+    items = db.session.scalars(query.order_by(column.asc(), tiebreak).limit(PER_PAGE)).all()
+    return Page(items, 1, PER_PAGE, total, DEFAULT_SORT[kind], "asc")
+
+
+def live_progress(runs) -> tuple[dict, bool]:
+    """{run id: (percent, message)} from Redis in one round trip; the database's last saved
+    progress when Redis does not answer (then True)."""
+    saved = {run.id: (run.progress, run.progress_message) for run in runs}
+    if not runs:
+        return saved, False
+    try:
+        with redis_client.conn.pipeline(transaction=False) as pipe:
+            for run in runs:
+                pipe.hgetall(livelog.STATE.format(run.id))
+            states = pipe.execute()
+    except RedisError:
+        return saved, True
+    live = dict(saved)
+    for run, state in zip(runs, states):
+        state = {k.decode(): v.decode() for k, v in (state or {}).items()}
+        if state.get("progress", "").isdigit():
+            live[run.id] = (int(state["progress"]), state.get("message", ""))
+    return live, False
+
+
+def waiting_reasons(queue: str, runs) -> tuple[dict, bool]:
+    """{run id: Waiting} for a page of queued runs, as webapp.runs.waiting says it for one run:
+    one LRANGE of the RQ queue for the positions, one query for the runs ahead of those held back."""
+    reasons, redis_down = {}, False
+    handed = [run for run in runs if run.enqueued_at is not None]
+    held = [run for run in runs if run.enqueued_at is None]
+    if handed:
+        try:
+            ids = Queue(queue, connection=redis_client.conn).get_job_ids()
+            positions = {job_id: index + 1 for index, job_id in enumerate(ids) if job_id.startswith(RUN_PREFIX)}
+        except RedisError:
+            positions, redis_down = None, True
+        for run in handed:
+            if positions is None:
+                reasons[run.id] = Waiting("unknown", queue=queue)
+            else:
+                position = positions.get(f"{RUN_PREFIX}{run.id}")
+                reasons[run.id] = Waiting("queue", queue=queue, position=position) if position else \
+                    Waiting("starting", queue=queue)
+    if held:
+        active = db.session.execute(
+            select(Run.id, Run.job_id).where(Run.job_id.in_({run.job_id for run in held}),
+                                             Run.status.in_(ACTIVE_STATUSES)).order_by(Run.id)).all()
+        by_job = {}
+        for run_id, job_id in active:
+            by_job.setdefault(job_id, []).append(run_id)
+        for run in held:
+            line = [run_id for run_id in by_job.get(run.job_id, []) if run_id != run.id]
+            before = [run_id for run_id in line if run_id < run.id]
+            ahead = before[-1] if before else (line[0] if line else None)
+            reasons[run.id] = Waiting("behind", run_id=ahead, position=len(before) + 1)
+    return reasons, redis_down
+
+
+@dataclass
+class Panel:
+    name: str
+    lists: dict  # kind -> ListView
+    mail: dict | None = None  # the mail queue: counts from RQ (report emails are not runs)
+
+
+def panels(user, args) -> list[Panel]:
+    """Every queue's panel; the list the URL names (queue=, list=) gets its sort, page and filters."""
+    focus = (args.get("queue"), args.get("list"))
+    result = []
+    for name in queue_names():
+        lists = {}
+        for kind in LISTS:
+            chosen = focus == (name, kind)
+            state = parse_state(name, kind, args if chosen else {})
+            lists[kind] = list_view(user, state, chosen)
+        panel = Panel(name, lists)
+        if name == registry.MAIL_QUEUE:
+            panel.mail = mail_counts()
+        result.append(panel)
+    return result
+
+
+def one_list(user, queue: str, kind: str, args) -> ListView:
+    if queue not in queue_names() or kind not in LISTS:
+        raise UnknownQueue(queue)
+    return list_view(user, parse_state(queue, kind, args), True)
+
+
+def mail_counts() -> dict | None:
+    try:
+        queue = Queue(registry.MAIL_QUEUE, connection=redis_client.conn)
+        return {"waiting": queue.count,
+                "sending": len(queue.started_job_registry.get_job_ids(cleanup=False))}
+    except RedisError:
+        return None
+
+
+# --- workers -------------------------------------------------------------------------------
+
+@dataclass
+class WorkerRow:
+    name: str
+    hostname: str
+    pid: int | None
+    queues: list
+    state: str
+    run_id: int | None
+    current_job: str | None
+    last_heartbeat: datetime | None
+    done: int
+    failed: int
+    lost: bool
+
+
+class RedisDown(Exception):
+    pass
+
+
+def workers() -> list[WorkerRow]:
+    """Every worker registered in Redis; one silent longer than RUN_DEAD_AFTER is lost."""
+    dead_after = timedelta(seconds=current_app.config["RUN_DEAD_AFTER"])
+    now = utcnow()
+    try:
+        found = RQWorker.all(connection=redis_client.conn)
+        rows = []
+        for worker in sorted(found, key=lambda w: w.name):
+            beat = worker.last_heartbeat
+            if beat is not None and beat.tzinfo is None:
+                beat = beat.replace(tzinfo=timezone.utc)
+            current = worker.get_current_job_id()
+            lost = beat is None or now - beat > dead_after
+            rows.append(WorkerRow(
+                name=worker.name, hostname=_text(worker.hostname), pid=worker.pid, queues=worker.queue_names(),
+                state="lost" if lost else str(worker.get_state()), run_id=run_id_of(current) if current else None,
+                current_job=current, last_heartbeat=beat, done=worker.successful_job_count or 0,
+                failed=worker.failed_job_count or 0, lost=lost))
+        return rows
+    except RedisError as exc:
+        raise RedisDown(str(exc)) from None
+
+
+def _text(value) -> str:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return value or ""
