@@ -118,17 +118,29 @@ def jobs_resync():
 
 @queues_cli.command("show")
 def queues_show():
-    """Each queue with its waiting and running counts, and the workers."""
-    from rq import Queue, Worker
+    """Each queue with its waiting and running counts, then every worker: name, host, pid,
+    queues, state, current run, last heartbeat, runs done and failed (a silent one is lost)."""
+    from redis.exceptions import RedisError
+    from rq import Queue
 
-    from webapp.jobtypes.registry import queue_names
+    from webapp.main.filters import localtime
+    from webapp.queues.queries import RedisDown, queue_names, workers
 
     conn = redis_client.conn
-    for name in queue_names():
-        queue = Queue(name, connection=conn)
-        running = queue.started_job_registry.get_job_ids(cleanup=False)
-        click.echo(f"{name:<12} waiting={queue.count:<6} running={len(running)}")
-    for worker in Worker.all(connection=conn):
-        click.echo(f"worker {worker.name} state={worker.get_state()} queues={','.join(worker.queue_names())}")
+    try:
+        for name in queue_names():
+            queue = Queue(name, connection=conn)
+            running = queue.started_job_registry.get_job_ids(cleanup=False)
+            click.echo(f"{name:<12} waiting={queue.count:<6} running={len(running)}")
+        rows = workers()
+    except (RedisDown, RedisError) as exc:
+        raise click.ClickException(f"Redis does not answer ({exc}): queues and workers cannot be read now.") from None
+    if not rows:
+        click.echo("No worker is running: nothing queued will start.")
+    for row in rows:
+        current = f"run #{row.run_id}" if row.run_id else (row.current_job or "-")
+        beat = localtime(row.last_heartbeat) if row.last_heartbeat else "never"
+        click.echo(f"worker {row.name} host={row.hostname} pid={row.pid} queues={','.join(row.queues)} "
+                   f"state={row.state} current={current} heartbeat={beat} done={row.done} failed={row.failed}")
 
 
