@@ -230,6 +230,19 @@ def insert_runs(lo: int, hi: int, timeline: Timeline, jobs: Jobs, accounts: Acco
         if progress:
             progress(end - lo + 1)
     fix_sequences()
+    note_latest_runs()
+
+
+def note_latest_runs():
+    """jobs.last_run_id and last_status, which the engine keeps as it writes runs, for runs
+    inserted here by SQL: the same statements as the migration that added them."""
+    from sqlalchemy import text
+
+    s = session()
+    s.execute(text("UPDATE jobs SET last_run_id = (SELECT runs.id FROM runs WHERE runs.job_id = jobs.id "
+                   "AND runs.status != 'skipped' ORDER BY runs.id DESC LIMIT 1)"))
+    s.execute(text("UPDATE jobs SET last_status = (SELECT runs.status FROM runs WHERE runs.id = jobs.last_run_id)"))
+    s.commit()
 
 
 def every_few_seconds(what, seconds=15):
@@ -291,6 +304,7 @@ def add_active_runs(job_ids, now: datetime, accounts: Accounts) -> dict:
     for kind in (Trigger.PLAN, Trigger.HAND):  # executemany wants rows with the same keys
         s.execute(insert(Run.__table__), [row for row in rows if row["trigger"] == kind])
     s.commit()
+    note_latest_runs()
     active = s.execute(select(Run.id, Run.status).where(Run.job_id.in_(list(job_ids)),
                                                         Run.status.in_([RunStatus.IN_PROGRESS, RunStatus.QUEUED])))
     found = {"in_progress": [], "waiting": []}

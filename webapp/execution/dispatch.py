@@ -45,7 +45,7 @@ def request_run(job: Job, *, trigger=Trigger.HAND, user=None, args: str = "", re
         run.enqueued_at = utcnow()
     db.session.add(run)
     db.session.flush()
-    _ran_at([job.id], run.created_at)
+    _became_latest([run], ran_at=run.created_at)
     after = {"run_id": run.id, "args": run.args, "trigger": trigger}
     if retry_of is not None:
         after["retry_of"] = retry_of.id
@@ -86,11 +86,12 @@ def request_runs(jobs, trigger=Trigger.HAND, user=None) -> tuple[list[int], list
             ids.remove(job_id)
     busy = set(db.session.scalars(select(Run.job_id).where(Run.status.in_(ACTIVE_STATUSES), Run.job_id.in_(ids))))
     now = utcnow()
-    runs = [Run(job_id=job_id, trigger=trigger, requested_by_id=getattr(user, "id", None), args="",
-                enqueued_at=None if job_id in busy else now) for job_id in ids]
-    db.session.add_all(runs)
-    db.session.flush()
-    _ran_at(ids, now)
+    # One INSERT for all (the ORM would write them one by one, each with its jobs update).
+    runs = list(db.session.scalars(insert(Run).returning(Run, sort_by_parameter_order=True), [
+        {"job_id": job_id, "trigger": trigger, "requested_by_id": getattr(user, "id", None), "args": "",
+         "status": RunStatus.QUEUED, "created_at": now, "enqueued_at": None if job_id in busy else now}
+        for job_id in ids]))
+    _became_latest(runs, ran_at=now)
     for run in runs:
         record("run_now", "job", runnable[run.job_id][0], actor=user,
                after={"run_id": run.id, "args": "", "trigger": trigger})
@@ -104,13 +105,21 @@ def request_runs(jobs, trigger=Trigger.HAND, user=None) -> tuple[list[int], list
     return run_ids, refused
 
 
-def _ran_at(job_ids: list[int], moment) -> None:
-    """Previous fire = the last time the job ran, whoever started it: a run asked for by a person,
-    the API, the CLI or a retry moves it as a planned fire does (the list sorts and finds by it).
-    Not an edit of the job: its updated_at and version stay."""
-    db.session.execute(update(Job).where(Job.id.in_(job_ids))
-                       .values(prev_fire_at=moment, updated_at=Job.updated_at)
-                       .execution_options(synchronize_session=False))
+def _became_latest(runs, ran_at=None) -> None:
+    """New runs (not skipped) are now their jobs' latest: Job.last_run_id and last_status follow
+    (the jobs list filters and sorts by them), in one statement for all. `ran_at`: previous fire
+    = the last time the job ran, whoever started it, so a run asked for by a person, the API, the
+    CLI or a retry moves it as a planned fire does. Not an edit of the job: updated_at stays."""
+    if not runs:
+        return
+    jobs = Job.__table__
+    values = {"last_run_id": bindparam("b_run"), "last_status": bindparam("b_status"),
+              "updated_at": jobs.c.updated_at}
+    if ran_at is not None:
+        values["prev_fire_at"] = bindparam("b_at", type_=jobs.c.prev_fire_at.type)
+    db.session.execute(update(jobs).where(jobs.c.id == bindparam("b_job")).values(**values),
+                       [{"b_job": run.job_id, "b_run": run.id, "b_status": run.status, "b_at": ran_at}
+                        for run in runs])
 
 
 def _lock_in_order(job_ids: list[int]):
@@ -187,6 +196,7 @@ def fire_occurrences(occurrences) -> list:
             insert(Run).returning(Run), rows)} if rows else {}
         first_in_line = [(run.id, jobs[job_id].name, jobs[job_id].job_type) for job_id, run in runs.items()
                          if run.enqueued_at]
+        _became_latest([run for run in runs.values() if run.status != RunStatus.SKIPPED])
         fired = [f"job={run.job_id} at={wanted[run.job_id].isoformat()} run={run.id} status={run.status}"
                  for run in runs.values()]
         db.session.commit()

@@ -98,6 +98,10 @@ def claim(run_id: int, worker: str, live: bool = True, ending: "Ending | None" =
     row = db.session.execute(_CLAIM, {"run_id": run_id, "queued": RunStatus.QUEUED,
                                       "in_progress": RunStatus.IN_PROGRESS, "started_at": utcnow(),
                                       "worker": worker}).one_or_none()
+    if row is not None:  # the job's last status follows its latest run (Job.last_status)
+        db.session.execute(update(Job).where(Job.id == row.job_id, Job.last_run_id == run_id)
+                           .values(last_status=RunStatus.IN_PROGRESS, updated_at=Job.updated_at)
+                           .execution_options(synchronize_session=False))
     db.session.commit()
     if ending is not None:
         ending.announce(mark_live=live)
@@ -192,7 +196,7 @@ def end_run(run_id: int, status: str, message: str = "", ctx=None,
     if job_id is None:
         db.session.rollback()
         return None
-    Job.lock(job_id)
+    Job.lock(job_id, ended=(run_id, status))
     result = db.session.execute(update(Run).where(Run.id == run_id, Run.status.in_(only))
                                 .values(**_end_values(status, message, ctx, lines))
                                 .execution_options(synchronize_session=False))

@@ -23,19 +23,12 @@ _STATUS_RANK = {RunStatus.FAILED: 1, RunStatus.WARNINGS: 2, RunStatus.CANCELLED:
                 RunStatus.QUEUED: 5, RunStatus.SUCCEEDED: 6}
 
 
-def _newest(column):
-    """`column` of the job's newest run that did something (skips excluded), per Job row: one
-    index seek on runs (job_id, id), newest first, stopping at the first run not skipped (a
-    max() over the job's runs would read its whole history)."""
-    return (select(column).where(Run.job_id == Job.id, Run.status != RunStatus.SKIPPED)
-            .order_by(Run.id.desc()).limit(1).correlate(Job).scalar_subquery())
-
-
 def latest_runs(job_ids) -> dict[int, Run]:
-    """The latest run that did something (skips excluded) of each job."""
+    """The latest run that did something (skips excluded) of each job: Job.last_run_id, kept by
+    dispatch, so one primary-key lookup per job."""
     if not job_ids:
         return {}
-    latest = select(_newest(Run.id)).select_from(Job).where(Job.id.in_(job_ids))
+    latest = select(Job.last_run_id).where(Job.id.in_(job_ids), Job.last_run_id.isnot(None))
     return {run.job_id: run for run in db.session.scalars(select(Run).where(Run.id.in_(latest)))}
 
 
@@ -61,8 +54,7 @@ def _unread_first(user):
                   (Run.line_count > LogRead.lines_read, 0), else_=1)
     return (select(unread).select_from(Run)
             .outerjoin(LogRead, (LogRead.run_id == Run.id) & (LogRead.user_id == user.id))
-            .where(Run.job_id == Job.id, Run.status != RunStatus.SKIPPED)
-            .order_by(Run.id.desc()).limit(1).correlate(Job).scalar_subquery())
+            .where(Run.id == Job.last_run_id).correlate(Job).scalar_subquery())
 
 
 def job_sorts(user) -> dict:
@@ -70,7 +62,7 @@ def job_sorts(user) -> dict:
     labels = {jt.key: jt.label.lower() for jt in registry.all_types()}
     plan_kind = Job.plan["kind"].as_string()
     return {
-        "status": NullsLast(case(_STATUS_RANK, value=_newest(Run.status))),
+        "status": NullsLast(case(_STATUS_RANK, value=Job.last_status)),
         "log": NullsLast(_unread_first(user)),
         "name": Job.name,
         # By the label the column shows; a type no longer installed by its stored key.
@@ -126,9 +118,13 @@ def find_clause(find: str, zone, today: date):
 
 
 def status_clause(statuses):
-    """The job's latest run (skips excluded) has one of `statuses`; NEVER: it has none (one
-    subquery per job, whichever statuses are ticked)."""
-    return func.coalesce(_newest(Run.status), NEVER).in_(list(statuses))
+    """The job's latest run (skips excluded) has one of `statuses`; NEVER: it has none. A column
+    of the job (Job.last_status), so the filter is an index seek, not a look at each job's runs."""
+    wanted = [status for status in statuses if status != NEVER]
+    clause = Job.last_status.in_(wanted) if wanted else None
+    if NEVER in statuses:
+        clause = Job.last_status.is_(None) if clause is None else or_(clause, Job.last_status.is_(None))
+    return clause
 
 
 def job_runs_query(user, job_id, status: str = ""):

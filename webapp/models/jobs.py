@@ -1,6 +1,6 @@
 from enum import StrEnum
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, select, text, update
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, case, select, text, update
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from webapp.extensions import db
@@ -31,6 +31,7 @@ class Job(db.Model):
             postgresql_where=text("deleted_at IS NULL"),
         ),
         Index("ix_jobs_next_fire", "next_fire_at"),  # the dashboard's next planned fires
+        Index("ix_jobs_last_status", "last_status"),  # the jobs list's status filter
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -52,6 +53,12 @@ class Job(db.Model):
     deleted_at: Mapped[object | None] = mapped_column(UTCDateTime)
     prev_fire_at: Mapped[object | None] = mapped_column(UTCDateTime)
     next_fire_at: Mapped[object | None] = mapped_column(UTCDateTime)
+    # The job's latest run that did something (skipped occurrences do not count) and its status,
+    # kept by dispatch (a new run) and the lifecycle (start, end) in the transactions that change
+    # them, so the jobs list filters and sorts by status without reading each job's runs. The run
+    # may since have been purged from history; its status stays.
+    last_run_id: Mapped[int | None]
+    last_status: Mapped[str | None] = mapped_column(String(30))
     # Bumped by every dispatch: the UPDATE takes the job's row lock (PostgreSQL) or the
     # write lock (SQLite) first, so dispatches of one job never interleave.
     dispatch_seq: Mapped[int] = mapped_column(default=0)
@@ -76,12 +83,16 @@ class Job(db.Model):
         return select(cls).where(cls.deleted_at.is_(None))
 
     @classmethod
-    def lock(cls, job_id: int) -> None:
-        """Serialise work on one job until the surrounding transaction commits."""
+    def lock(cls, job_id: int, ended: tuple[int, str] | None = None) -> None:
+        """Serialise work on one job until the surrounding transaction commits. `ended`: (run id,
+        status) of a run ending in this transaction; if it is the job's latest run, its status
+        becomes the job's last status in the same statement."""
         # updated_at stays: taking the lock is not an edit of the job. No session objects to
         # synchronise: the commit that ends the lock expires them anyway.
-        db.session.execute(update(cls).where(cls.id == job_id)
-                           .values(dispatch_seq=cls.dispatch_seq + 1, updated_at=cls.updated_at)
+        values = {"dispatch_seq": cls.dispatch_seq + 1, "updated_at": cls.updated_at}
+        if ended is not None:
+            values["last_status"] = case((cls.last_run_id == ended[0], ended[1]), else_=cls.last_status)
+        db.session.execute(update(cls).where(cls.id == job_id).values(**values)
                            .execution_options(synchronize_session=False))
 
     def __repr__(self):

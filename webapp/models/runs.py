@@ -1,6 +1,6 @@
 from enum import StrEnum
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, select
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, event, inspect, or_, select, update
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from webapp.extensions import db
@@ -154,3 +154,27 @@ class LogRead(db.Model):
                                         index=True)
     lines_read: Mapped[int] = mapped_column(default=0)  # the run's line count when last opened
     read_at: Mapped[object] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# Job.last_run_id and Job.last_status follow each job's latest run that did something (skipped
+# occurrences do not count). Runs written through the ORM keep them by these two events; the
+# engine's own statements that bypass the ORM (the claim, the end of a run, runs inserted in bulk)
+# keep them in the same transactions (lifecycle.claim, Job.lock(ended=...), dispatch._became_latest).
+
+@event.listens_for(Run, "after_insert")
+def _newest_run_inserted(mapper, connection, run):
+    if run.status == RunStatus.SKIPPED:
+        return
+    jobs = Job.__table__
+    connection.execute(update(jobs).where(jobs.c.id == run.job_id,
+                                          or_(jobs.c.last_run_id.is_(None), jobs.c.last_run_id <= run.id))
+                       .values(last_run_id=run.id, last_status=run.status, updated_at=jobs.c.updated_at))
+
+
+@event.listens_for(Run, "after_update")
+def _run_status_changed(mapper, connection, run):
+    if not inspect(run).attrs.status.history.has_changes():
+        return
+    jobs = Job.__table__
+    connection.execute(update(jobs).where(jobs.c.id == run.job_id, jobs.c.last_run_id == run.id)
+                       .values(last_status=run.status, updated_at=jobs.c.updated_at))
