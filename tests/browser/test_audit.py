@@ -34,6 +34,6 @@ def test_audit_page_filters_and_is_accessible(ctx, live_server, page, check_acce
     page.wait_for_function("document.querySelectorAll('#audit-table tbody tr').length === 50")
 
     page.goto(f"{live_server}/audit/?date_from=2026-02-31")
-    assert "Give a date as YYYY-MM-DD" in page.inner_text("#date_from-error")
+    assert "Not a day of the calendar" in page.inner_text("#date_from-error")
     check_accessible(page)
     assert page.console_errors == []

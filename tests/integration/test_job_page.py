@@ -340,9 +340,6 @@ def test_skip_next_says_which_occurrence_is_skipped_and_which_follows(client, ad
     assert at[0].endswith("06:00") and at[1].endswith("06:00")
 
 
-# Pending the template edits of the review's item 4 (the run's Started by through trigger_label on
-# the job page; on Executions its time instead of "queued"): then these pass, and strict xfail fails
-# until the marker goes.
 def test_the_job_page_lists_a_skipped_occurrence_as_skipped_by_its_user_at_its_time(client, admin):
     job = planned_job()
     _, run = skipped_by_hand(client, job)
@@ -352,7 +349,6 @@ def test_the_job_page_lists_a_skipped_occurrence_as_skipped_by_its_user_at_its_t
     assert not any("queued" in cell.lower() for cell in row)
 
 
-@pytest.mark.xfail(strict=True, reason="templates/executions/_table.html still says '— queued' for it")
 def test_executions_list_a_skipped_occurrence_as_skipped_by_its_user_at_its_time(client, admin):
     job = planned_job()
     _, run = skipped_by_hand(client, job)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import contains_eager
 
 from webapp.auth.permissions import jobs_query
 from webapp.execution import livelog
-from webapp.executions.queries import created_since, visible_runs
+from webapp.executions.queries import created_since, happened_by, visible_runs
 from webapp.extensions import db, redis_client
 from webapp.models import Job, JobState, Run, RunStatus
 from webapp.models.runs import STATUS_LABELS
@@ -97,8 +97,8 @@ def last_day(user, now: datetime) -> LastDay:
     have no bar."""
     first = now.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
     hour = _hour_of(Run.created_at)
-    query = created_since(visible_runs(user).with_only_columns(hour, Run.status, func.count()),
-                          now - WINDOW).group_by(hour, Run.status)
+    query = created_since(visible_runs(user).with_only_columns(hour, Run.status, func.count())
+                          .where(happened_by(now)), now - WINDOW).group_by(hour, Run.status)
     totals: dict[str, int] = {}
     buckets = {first + timedelta(hours=n): {} for n in range(24)}
     for text, status, count in db.session.execute(query):
