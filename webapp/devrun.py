@@ -1,4 +1,4 @@
-"""`make run`: web, worker and scheduler together (the Procfile's processes) with demo data,
+"""`make run`: every process of the Procfile together (web, the workers, the scheduler) with demo data,
 on a Redis of their own unless REDIS_URL names one.
 
 A process that exits is started again; one that keeps failing stops everything, with a
@@ -117,8 +117,9 @@ class Child:
     """One process of the Procfile, in a process group of its own (so that Ctrl-C in the
     terminal reaches only devrun, which stops the children in order), its output prefixed."""
 
-    def __init__(self, name, command, env, cwd):
+    def __init__(self, name, command, env, cwd, width=9):
         self.name, self.command, self.env, self.cwd = name, command, env, cwd
+        self.width = width  # the longest name of the Procfile: the prefixes line up
         self.tail = collections.deque(maxlen=15)  # its last lines, for a failure message
         self.exits = collections.deque()  # when it exited, within WINDOW
         self.proc = None
@@ -132,7 +133,7 @@ class Child:
         for raw in stream:
             line = raw.decode(errors="replace").rstrip()
             self.tail.append(line)
-            print(f"{self.name:9} | {line}", flush=True)
+            print(f"{self.name:{self.width}} | {line}", flush=True)
 
     def signal(self, sig):
         try:
@@ -149,7 +150,8 @@ class Child:
 
 class Supervisor:
     def __init__(self, procfile: dict[str, str], env, cwd):
-        self.children = [Child(name, command, env, cwd) for name, command in procfile.items()]
+        width = max([9, *map(len, procfile)])
+        self.children = [Child(name, command, env, cwd, width) for name, command in procfile.items()]
 
     def run(self) -> int:
         """Until Ctrl-C or SIGTERM (0), or until a process keeps failing (1)."""
@@ -162,7 +164,7 @@ class Supervisor:
                     if child.proc.poll() is not None and not self._restart(child):
                         return 1
         except KeyboardInterrupt:
-            say("stopping web, worker and scheduler.")
+            say(f"stopping {', '.join(child.name for child in self.children)}.")
             return 0
         finally:
             self.stop_all()
@@ -174,7 +176,7 @@ class Supervisor:
             child.exits.popleft()
         if len(child.exits) >= GIVE_UP_AFTER:
             say(f"{child.name} {child.how_it_ended()}, {len(child.exits)} times within {WINDOW} s: stopping "
-                "everything. Its last lines:\n" + "\n".join(f"{child.name:9} | {line}" for line in child.tail))
+                "everything. Its last lines:\n" + "\n".join(f"{child.name:{child.width}} | {line}" for line in child.tail))
             return False
         say(f"{child.name} {child.how_it_ended()}; starting it again.")
         time.sleep(len(child.exits))  # a moment, longer each time
