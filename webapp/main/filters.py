@@ -40,9 +40,13 @@ def job_type_label(key):
 
 def init_app(app):
     app.add_template_global(job_type_label)
+    from webapp import presenters
     from webapp.audit.diff import changes
 
     app.add_template_global(changes, "audit_changes")
+    # Every page says who started a run and a job's domain in the same words.
+    app.add_template_global(presenters.trigger_label)
+    app.add_template_global(presenters.domain_label)
     app.add_template_filter(localtime)
     app.add_template_filter(duration)
     app.add_template_filter(filesize)
