@@ -52,6 +52,7 @@ def test_a_real_worker_with_its_current_run_on_the_page_and_in_the_cli(ctx, logi
     wait_for(lambda: "<td>1</td><td>0</td>" in _workers_panel(client), 10, message="one run done, none failed")
     page = client.get("/queues/").get_data(as_text=True)
     assert found.name in page  # the panel is on the page too
+    assert "No worker serves this queue" not in page  # this worker serves them all
 
 
 def test_a_silent_worker_shows_as_lost(ctx, login_as, redis_server, app):
@@ -61,11 +62,15 @@ def test_a_silent_worker_shows_as_lost(ctx, login_as, redis_server, app):
     try:
         silent_since = utcnow() - timedelta(seconds=app.config["RUN_DEAD_AFTER"] + 30)
         conn.hset(ghost.key, "last_heartbeat", silent_since.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
-        panel = _workers_panel(login_as(make_user(Role.SYSADMIN)))
+        client = login_as(make_user(Role.SYSADMIN))
+        panel = _workers_panel(client)
         row = panel.split("ghost-worker")[1].split("</tr>")[0]
         assert "Lost" in row
         shown = ctx.test_cli_runner().invoke(args=["queues", "show"])
         assert "worker ghost-worker " in shown.output and "state=lost" in shown.output
+        page = client.get("/queues/").get_data(as_text=True)
+        default = page.split('id="queue-default"')[1].split("<section", 1)[0]
+        assert "No worker serves this queue" in default  # a lost worker serves nothing
     finally:
         ghost.register_death()
         conn.srem("rq:workers", ghost.key)

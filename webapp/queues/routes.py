@@ -30,8 +30,9 @@ def index():
         return _list_fragment(request.args.get("queue", ""), request.args.get("list", ""))
     panels = queries.panels(current_user, request.args)
     workers, redis_down = _workers()
+    served = {name for worker in workers if not worker.lost for name in worker.queues}
     return render_template("queues/index.html", panels=panels, workers=workers, workers_redis_down=redis_down,
-                           form=ConfirmForm())
+                           served=served, form=ConfirmForm())
 
 
 def _list_fragment(queue, kind):
