@@ -234,3 +234,18 @@ def test_statements_do_not_grow_with_rows(estate, login_as, app):
         client.get("/queues/")
     assert len(many) == len(few), (len(few), len(many))
     assert domain_id
+
+
+def test_runs_handed_to_rq_show_their_position_there(ctx, login_as):
+    from webapp.execution import dispatch
+
+    user = make_user(Role.SUPERADMIN, username="root")
+    first = dispatch.request_run(make_job("First in line"))
+    second = dispatch.request_run(make_job("Second in line"))
+    held = dispatch.request_run(first.job)  # behind the first, in the database
+    page = login_as(user).get("/queues/?queue=default&list=waiting&sort=position")
+    waiting = page.get_data(as_text=True).split('id="q-default-waiting"')[1].split('id="q-default-planned"')[0]
+    rows = waiting.split("<tbody>")[1].split("</tr>")
+    assert f"#{first.id}<" in rows[0] and "A free worker (position 1)" in rows[0]
+    assert f"#{second.id}<" in rows[1] and "A free worker (position 2)" in rows[1]
+    assert f"#{held.id}<" in rows[2] and f'Run <a href="/runs/{first.id}">#{first.id}</a> of the same job' in rows[2]

@@ -79,12 +79,18 @@ def test_a_silent_worker_shows_as_lost(ctx, login_as, redis_server, app):
 
 def test_redis_down_is_said_not_a_500(ctx, login_as, redis_server):
     client = login_as(make_user(Role.SUPERADMIN))
-    make_job("Somewhere")
+    job = make_job("Somewhere")
+    now = utcnow()
+    db.session.add(Run(job_id=job.id, trigger="hand", status=RunStatus.IN_PROGRESS, created_at=now, enqueued_at=now,
+                       started_at=now, progress=35, progress_message="Halfway there"))
+    db.session.commit()
     redis_server.stop()
     try:
         page = client.get("/queues/")
         assert page.status_code == 200
-        assert "Redis does not answer: the workers cannot be listed now" in page.get_data(as_text=True)
+        text = page.get_data(as_text=True)
+        assert "Redis does not answer: the workers cannot be listed now" in text
+        assert "Redis does not answer: progress as last saved" in text and "35 % · Halfway there" in text
         shown = ctx.test_cli_runner().invoke(args=["queues", "show"])
         assert shown.exit_code == 1 and "Redis does not answer" in shown.output
     finally:
