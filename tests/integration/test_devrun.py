@@ -51,13 +51,14 @@ def alive(pid) -> bool:
         return False
 
 
-ROLES = {"web": "webapp run", "worker": "worker.py", "scheduler": "worker.py scheduler", "redis": "redis-server"}
+ROLES = {"web": "webapp run", "worker": "worker.py --queues default", "worker-system": "worker.py --queues system,mail",
+         "scheduler": "worker.py scheduler", "redis": "redis-server"}
 
 
 def role_of(command: str) -> str | None:
     """Which of make run's processes a command line is (the scheduler before the worker: its
     command line contains the worker's)."""
-    for role in ("scheduler", "web", "redis", "worker"):
+    for role in ("scheduler", "web", "redis", "worker-system", "worker"):
         if ROLES[role] in command and "db upgrade" not in command and "demo seed" not in command:
             return role
     return None
@@ -117,7 +118,8 @@ def test_make_run_restarts_a_process_that_dies_and_sigterm_stops_them_all(devrun
     run = devrun()
     try:
         wait_for(run.serves, 180, 0.5, message="make run to serve /healthz")
-        first = wait_for(lambda: len(p := run.processes()) == 4 and p, 30, message="its four processes")
+        first = wait_for(lambda: set(p := run.processes()) == set(ROLES) and p, 30,
+                         message="its five processes (web, two workers, scheduler, Redis)")
     except AssertionError as exc:
         raise AssertionError(run.output()[-3000:]) from exc
     assert f"private redis-server started on 127.0.0.1:{run.redis_port}" in run.output()
@@ -127,7 +129,7 @@ def test_make_run_restarts_a_process_that_dies_and_sigterm_stops_them_all(devrun
              message="make run to say it restarts the worker")
     again = wait_for(lambda: (p := run.processes()).get("worker", first["worker"]) != first["worker"] and p, 60,
                      message="the worker started again")
-    assert again["web"] == first["web"] and again["scheduler"] == first["scheduler"]
+    assert all(again[role] == first[role] for role in ("web", "scheduler", "worker-system"))
 
     everything = descendants(run.proc.pid)
     run.proc.send_signal(signal.SIGTERM)

@@ -134,8 +134,8 @@ def can_see_server_paths(user) -> bool:
 
 
 def can_manage_queues(user) -> bool:
-    """Pause, resume and clear queues, and cancel what waits in them: they serve every domain,
-    so only those responsible for the installation."""
+    """Pause, resume and clear queues: they serve every domain, so only those responsible for
+    the installation. Cancelling one entry is anybody's who sees it (as on its run page)."""
     return user.role in (Role.SUPERADMIN, Role.SYSADMIN)
 
 
