@@ -4,7 +4,7 @@ The list must stay quick at a million runs, so:
 - the default order is the newest run first by id, which the primary key serves by a seek (ids
   are handed out as runs are created, so this is creation order: a run that waits behind
   another starts later than its id says, never before it);
-- the total is counted with the same filters but stops at COUNT_CAP rows ("more than 10,000"),
+- the total is counted with the same filters but stops at COUNT_CAP rows ("more than 1,000"),
   so no page counts the whole history;
 - another order (job, status, start) is applied only when no more than COUNT_CAP runs match:
   no index serves it, and sorting the whole history would take seconds;
@@ -28,7 +28,7 @@ from webapp.models.runs import STATUS_LABELS
 from webapp.models.types import utcnow
 from webapp.presenters import TRIGGER_LABELS
 
-COUNT_CAP = 10_000
+COUNT_CAP = 1_000  # counting 10,000 matches took 50-80 ms at 1M runs; 1,000 about a tenth
 TEXT_MAX = 200  # a find or job text longer than any name it could match is cut here
 INSTALLATION = "installation"  # the domain filter's value for jobs run by installation
 PERIODS = {"1h": ("Last hour", timedelta(hours=1)), "24h": ("Last 24 hours", timedelta(hours=24)),
