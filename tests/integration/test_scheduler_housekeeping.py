@@ -90,6 +90,9 @@ def test_stopping_the_scheduler_ends_its_housekeeping_process(ctx, start_process
 def test_a_scheduler_killed_outright_leaves_no_housekeeping_behind(ctx, start_process):
     scheduler = start_process("scheduler")
     child = wait_for(lambda: housekeeping_child(scheduler), 20, message="the housekeeping process")
+    assert alive(child)
     os.kill(scheduler.proc.pid, signal.SIGKILL)  # no chance to stop its child
-    scheduler.proc.wait(10)
-    wait_for(lambda: not alive(child), 10, message="the orphaned housekeeping process to end by itself")
+    assert scheduler.proc.wait(10) == -signal.SIGKILL
+    # wait_for fails the test if the orphan is still running after 10 s.
+    ended = wait_for(lambda: not alive(child), 10, message="the orphaned housekeeping process to end by itself")
+    assert ended and not alive(child)
