@@ -317,15 +317,8 @@ def enqueue(run: Run) -> bool:
         return False
 
 
-def stage_enqueue(pipe, run_id, job_name, job_type):
-    """Queue on pipe the writes that put a run on its job type's queue. RQ starts a MULTI on the
-    pipeline: stage this before anything else on it."""
-    _enqueue_on(Queue(job_type.queue, connection=redis_client.conn), run_id, job_name, job_type, pipe)
-
-
-def _enqueue_on(queue, run_id, job_name, job_type, pipeline=None):
-    queue.enqueue(RUNNER, run_id, pipeline=pipeline, job_timeout=job_type.timeout,
-                  **_rq_options(run_id, job_name))
+def _enqueue_on(queue, run_id, job_name, job_type):
+    queue.enqueue(RUNNER, run_id, job_timeout=job_type.timeout, **_rq_options(run_id, job_name))
 
 
 def _rq_options(run_id, job_name) -> dict:

@@ -1,11 +1,11 @@
-"""Read models for the job pages: the list (find, status filter, type views, sorts) with each
-job's latest run, and a job's runs."""
+"""Read model of the jobs list: find, status filter, type views and sorts, with each job's latest
+run (a job's own runs are read by its page's tabs, webapp/jobs/tabs.py)."""
 from datetime import date
 
 from sqlalchemy import case, func, or_, select
-from sqlalchemy.orm import contains_eager, joinedload
+from sqlalchemy.orm import contains_eager
 
-from webapp.auth.permissions import jobs_query, runs_query
+from webapp.auth.permissions import jobs_query
 from webapp.extensions import db
 from webapp.jobs.finding import FIND_MAX, fire_time_clause, like_pattern
 from webapp.jobtypes import registry
@@ -125,13 +125,3 @@ def status_clause(statuses):
     if NEVER in statuses:
         clause = Job.last_status.is_(None) if clause is None else or_(clause, Job.last_status.is_(None))
     return clause
-
-
-def job_runs_query(user, job_id, status: str = ""):
-    query = runs_query(user).where(Run.job_id == job_id).options(joinedload(Run.requested_by))  # "Started by"
-    if status in {s.value for s in RunStatus}:
-        query = query.where(Run.status == status)
-    return query
-
-
-RUN_SORTS = {"id": Run.id, "created": Run.created_at, "status": Run.status, "started": Run.started_at}
