@@ -64,3 +64,20 @@ def exports(ctx):
 
 
 register(JobType(key="tests.exports", label="Exports to the archive", run=exports, archive_files=True))
+
+SERIAL_QUEUE = "tests-serial"
+
+
+def serial_step(ctx, seconds):
+    """A step on a serial queue: says when it ran, so a test can check that no two overlapped."""
+    ctx.info(f"start {time.time():.6f}")
+    time.sleep(seconds)
+    ctx.info(f"end {time.time():.6f}")
+
+
+class StepParams(Schema):
+    seconds = fields.Float(load_default=0.3)
+
+
+register(JobType(key="tests.serial_step", label="Serial step", run=serial_step, params=StepParams,
+                 queue=SERIAL_QUEUE, serial_queue=True))

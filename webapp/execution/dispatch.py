@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from webapp.execution.lifecycle import cancel_run  # noqa: F401  (the lifecycle's; the web's views look here)
 from webapp.execution.lifecycle import enqueue, enqueue_many
+from webapp.execution.queues import Gates
 from webapp.extensions import db, redis_client
 from webapp.jobtypes import registry
 from webapp.models import Job, JobState, Run, RunStatus, Trigger
@@ -41,8 +42,8 @@ def request_run(job: Job, *, trigger=Trigger.HAND, user=None, args: str = "", re
     ahead = db.session.scalar(Run.active_for(job.id).limit(1))
     run = Run(job_id=job.id, trigger=trigger, requested_by_id=getattr(user, "id", None), args=args or "",
               retry_of_id=getattr(retry_of, "id", None))
-    if ahead is None:
-        run.enqueued_at = utcnow()
+    if ahead is None and Gates([job_type.queue]).admits(job_type.queue):
+        run.enqueued_at = utcnow()  # else it waits in the database: behind a run, or for its queue
     db.session.add(run)
     db.session.flush()
     _became_latest([run], ran_at=run.created_at)
@@ -85,11 +86,13 @@ def request_runs(jobs, trigger=Trigger.HAND, user=None) -> tuple[list[int], list
             refused.append(f"Job {runnable[job_id][0].name!r} is {state}; restore it before running it.")
             ids.remove(job_id)
     busy = set(db.session.scalars(select(Run.job_id).where(Run.status.in_(ACTIVE_STATUSES), Run.job_id.in_(ids))))
+    gates = Gates({runnable[job_id][1].queue for job_id in ids})
+    held = busy | {job_id for job_id in ids if job_id not in busy and not gates.admits(runnable[job_id][1].queue)}
     now = utcnow()
     # One INSERT for all (the ORM would write them one by one, each with its jobs update).
     runs = list(db.session.scalars(insert(Run).returning(Run, sort_by_parameter_order=True), [
         {"job_id": job_id, "trigger": trigger, "requested_by_id": getattr(user, "id", None), "args": "",
-         "status": RunStatus.QUEUED, "created_at": now, "enqueued_at": None if job_id in busy else now}
+         "status": RunStatus.QUEUED, "created_at": now, "enqueued_at": None if job_id in held else now}
         for job_id in ids]))
     _became_latest(runs, ran_at=now)
     for run in runs:
@@ -156,6 +159,8 @@ def fire_occurrences(occurrences) -> list:
     for run in db.session.scalars(select(Run).where(Run.job_id.in_(ids), Run.status.in_(ACTIVE_STATUSES))
                                   .order_by(Run.id)):
         ahead.setdefault(run.job_id, run)
+    queue_of = {job.id: getattr(registry.get_or_none(job.job_type), "queue", None) for job in jobs.values()}
+    gates = Gates(set(queue_of.values()) - {None})
     now = utcnow()
     rows, places = [], []
     for job_id in ids:
@@ -178,10 +183,17 @@ def fire_occurrences(occurrences) -> list:
         job.prev_fire_at = fire_at
         active = ahead.get(job_id)
         row = {"job_id": job_id, "trigger": Trigger.PLAN, "occurrence_at": fire_at, "status": RunStatus.QUEUED,
-               "finished_at": None, "message": ""}
-        if active is not None:
+               "finished_at": None, "message": "", "handed": False}
+        queue = queue_of[job_id]
+        if active is not None and queue in gates.paused:
+            # A paused queue keeps one waiting run a job; later fires are recorded, not stacked.
+            row.update(status=RunStatus.SKIPPED, message=f"Skipped: queue {queue} is paused (run #{active.id} of "
+                                                         "this job waits for it).")
+        elif active is not None:
             row.update(status=RunStatus.SKIPPED, message=f"Skipped: run #{active.id} of this job was still "
                                                          f"{active.status_label.lower()}.")
+        else:
+            row["handed"] = gates.admits(queue)
         rows.append(row)
     try:
         db.session.flush()  # the jobs' new fire times
@@ -191,7 +203,8 @@ def fire_occurrences(occurrences) -> list:
         now = utcnow()
         for row in rows:
             queued = row["status"] == RunStatus.QUEUED
-            row.update(created_at=now, enqueued_at=now if queued else None, finished_at=None if queued else now)
+            row.update(created_at=now, enqueued_at=now if row.pop("handed") else None,
+                       finished_at=None if queued else now)
         runs = {run.job_id: run for run in db.session.scalars(
             insert(Run).returning(Run), rows)} if rows else {}
         first_in_line = [(run.id, jobs[job_id].name, jobs[job_id].job_type) for job_id, run in runs.items()

@@ -18,12 +18,12 @@ from redis.exceptions import RedisError
 from rq import Queue
 from sqlalchemy import bindparam, insert, select, text, update
 
-from webapp.execution import livelog, notify
+from webapp.execution import livelog, notify, queues
 from webapp.execution.context import RunAs
 from webapp.execution.rqjobs import RUNNER, run_job_id
 from webapp.extensions import db, redis_client
 from webapp.jobtypes import registry
-from webapp.models import Job, Run, RunFile, RunLogLine, RunStatus, User
+from webapp.models import Job, QueueState, Run, RunFile, RunLogLine, RunStatus, User
 from webapp.models.audit import record
 from webapp.models.runs import ACTIVE_STATUSES
 from webapp.models.types import utcnow
@@ -48,7 +48,11 @@ def _report(ended: Ended):
         notify.report_run(ended.run_id)  # queues the report emails; never raises, never waits on SMTP
 
 
-_FINISH_HOOKS: list[Callable[[Ended], object]] = [_report]
+def _pause_on_failure(ended: Ended):
+    queues.pause_on_failure(ended)  # a failed run pauses its queue if the queue says so
+
+
+_FINISH_HOOKS: list[Callable[[Ended], object]] = [_report, _pause_on_failure]
 
 
 def on_finish(hook: Callable[[Ended], object]) -> Callable[[Ended], object]:
@@ -87,8 +91,11 @@ def worker_label() -> str:
     return os.environ.get("RQ_WORKER_ID") or f"{socket.gethostname()}.{os.getpid()}"
 
 
-def claim(run_id: int, worker: str, live: bool = True, ending: "Ending | None" = None) -> Claimed | None:
-    """Move the run from queued to in progress, once; None if it was cancelled or taken.
+def claim(run_id: int, worker: str, live: bool = True, ending: "Ending | None" = None,
+          queue: str | None = None) -> Claimed | None:
+    """Move the run from queued to in progress, once; None if it was cancelled or taken, or if
+    `queue` (the RQ queue it came from) is paused: then it goes back to the runs waiting in the
+    database, and the queue's resume hands it over again in its turn.
 
     One statement claims the run and reads what running it needs. `ending`: the end of the
     worker's previous run, staged by end_run in the open transaction, commits with this claim
@@ -97,7 +104,12 @@ def claim(run_id: int, worker: str, live: bool = True, ending: "Ending | None" =
     record of the start: one round trip)."""
     row = db.session.execute(_CLAIM, {"run_id": run_id, "queued": RunStatus.QUEUED,
                                       "in_progress": RunStatus.IN_PROGRESS, "started_at": utcnow(),
-                                      "worker": worker}).one_or_none()
+                                      "worker": worker, "queue": queue}).one_or_none()
+    if row is None and queue is not None:
+        held = db.session.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.QUEUED)
+                                  .values(enqueued_at=None).execution_options(synchronize_session=False))
+        if held.rowcount:
+            log.info("run=%s not started: queue %s is paused; it waits for the resume", run_id, queue)
     if row is not None:  # the job's last status follows its latest run (Job.last_status)
         db.session.execute(update(Job).where(Job.id == row.job_id, Job.last_run_id == run_id)
                            .values(last_status=RunStatus.IN_PROGRESS, updated_at=Job.updated_at)
@@ -126,6 +138,7 @@ def _claim_statement():
     return text("""
         UPDATE runs SET status = :in_progress, started_at = :started_at, worker_name = :worker
         WHERE id = :run_id AND status = :queued
+          AND NOT EXISTS (SELECT 1 FROM queue_states q WHERE q.name = :queue AND q.paused_at IS NOT NULL)
         RETURNING job_id, args,
             (SELECT j.job_type FROM jobs j WHERE j.id = runs.job_id) AS job_type,
             (SELECT j.params FROM jobs j WHERE j.id = runs.job_id) AS params,
@@ -134,7 +147,8 @@ def _claim_statement():
             (SELECT u.username FROM jobs j JOIN users u ON u.id = j.run_as_id WHERE j.id = runs.job_id)
                 AS run_as_name
     """).bindparams(bindparam("started_at", type_=runs.started_at.type),
-                    bindparam("queued", type_=runs.status.type), bindparam("in_progress", type_=runs.status.type)
+                    bindparam("queued", type_=runs.status.type), bindparam("in_progress", type_=runs.status.type),
+                    bindparam("queue", type_=QueueState.__table__.c.name.type)
                     ).columns(job_id=runs.job_id.type, args=runs.args.type, job_type=jobs.job_type.type,
                               params=jobs.params.type, report_enabled=jobs.report_enabled.type,
                               run_as_id=jobs.run_as_id.type, run_as_name=User.__table__.c.username.type)
@@ -196,7 +210,7 @@ def end_run(run_id: int, status: str, message: str = "", ctx=None,
     if job_id is None:
         db.session.rollback()
         return None
-    Job.lock(job_id, ended=(run_id, status))
+    job_type = Job.lock(job_id, ended=(run_id, status))
     result = db.session.execute(update(Run).where(Run.id == run_id, Run.status.in_(only))
                                 .values(**_end_values(status, message, ctx, lines))
                                 .execution_options(synchronize_session=False))
@@ -213,7 +227,7 @@ def end_run(run_id: int, status: str, message: str = "", ctx=None,
         db.session.add_all(RunFile(run_id=run_id, job_id=job_id, name=f.name, path=f.path, size=f.size,
                                    sha256=f.sha256, content_type=f.content_type) for f in ctx.files)
     # A run that ran was the job's only active one, so only a waiting run can follow it.
-    following = pick_next(job_id, check_busy=ctx is None)
+    following = pick_next(job_id, check_busy=ctx is None, job_type=job_type)
     reports = ctx.reports if ctx is not None else db.session.scalar(select(Job.report_enabled)
                                                                      .where(Job.id == job_id))
     if audit is not None:
@@ -267,18 +281,21 @@ def fail_lost_run(run_id: int, reason: str) -> bool:
 
 def release_next(job_id: int):
     """Hand the oldest waiting run of the job to RQ, if nothing of the job is active there."""
-    Job.lock(job_id)
-    waiting = pick_next(job_id)
+    waiting = pick_next(job_id, job_type=Job.lock(job_id))
     db.session.commit()
     if waiting is not None:
         enqueue(waiting)
     return waiting
 
 
-def pick_next(job_id: int, check_busy: bool = True) -> Run | None:
+def pick_next(job_id: int, check_busy: bool = True, job_type: str | None = None) -> Run | None:
     """Inside a transaction holding the job's lock: mark the oldest waiting run of the job as
-    handed to RQ, unless a run of the job is in progress or already handed over. The caller
-    commits, then enqueues it."""
+    handed to RQ, unless a run of the job is in progress or already handed over, or its queue
+    does not take it now (paused; on a serial queue, the queue's oldest waiting run is next,
+    whichever its job). The caller commits, then enqueues it."""
+    queue = queues.queue_of(job_type) if job_type is not None else None
+    if queue is not None and queues.is_serial(queue):
+        return queues.next_for_serial(queue)
     if check_busy and db.session.scalar(
         select(Run.id).where(
             Run.job_id == job_id,
@@ -291,6 +308,8 @@ def pick_next(job_id: int, check_busy: bool = True) -> Run | None:
         select(Run).where(Run.job_id == job_id, Run.status == RunStatus.QUEUED, Run.enqueued_at.is_(None))
         .order_by(Run.id).limit(1)
     )
+    if waiting is not None and queue is not None and not queues.Gates([queue]).admits(queue):
+        return None  # its queue is paused: resume hands it over
     if waiting is not None:
         waiting.enqueued_at = utcnow()
     return waiting

@@ -31,7 +31,7 @@ from webapp.extensions import db, redis_client
 from webapp.jobtypes.registry import MAIL_QUEUE
 from webapp.mail_addresses import parse_recipients
 from webapp.models import Job, Run, RunLogLine, RunStatus
-from webapp.models.notifications import DeliveryStatus, EmailDelivery
+from webapp.models.notifications import DeliveryStatus, EmailDelivery, MailKind
 from webapp.models.settings import get_setting
 from webapp.models.types import utcnow
 
@@ -89,7 +89,8 @@ def _create_deliveries(run_id: int) -> list[int]:
         db.session.commit()  # end the read transaction
         return []
     recipients = parse_recipients(row.report_recipients)
-    existing = set(db.session.scalars(select(EmailDelivery.recipient).where(EmailDelivery.run_id == run_id)))
+    existing = set(db.session.scalars(select(EmailDelivery.recipient).where(EmailDelivery.run_id == run_id,
+                                                                     EmailDelivery.kind == MailKind.REPORT)))
     now = utcnow()
     new = []
     for address in recipients:
@@ -113,6 +114,25 @@ def _create_deliveries(run_id: int) -> list[int]:
         return []
     log.info("report emails run=%s recipients=%s", run_id, len(new))
     return [d.id for d in new if d.status == DeliveryStatus.PENDING]
+
+
+def tell_superadmins_paused(queue: str, run_id: int) -> list[int]:
+    """Email each superadmin that the failed run paused its queue (pause on failure); like a
+    report, rows first, then the mail queue. Never raises; returns the deliveries queued."""
+    from webapp.execution.queues import superadmins
+
+    try:
+        now = utcnow()
+        new = [EmailDelivery(run_id=run_id, recipient=user.email[:MAX_RECIPIENT], kind=MailKind.QUEUE_PAUSED,
+                             next_attempt_at=now) for user in superadmins() if not _invalid(user.email)]
+        db.session.add_all(new)
+        db.session.commit()
+    except Exception:  # sent once: a second pause of the same run finds them (IntegrityError)
+        log.exception("could not create the queue-paused emails queue=%s run=%s", queue, run_id)
+        db.session.rollback()
+        return []
+    log.info("queue paused emails queue=%s run=%s recipients=%s", queue, run_id, len(new))
+    return [delivery.id for delivery in new if _enqueue(delivery.id, 0)]
 
 
 def rq_job_id(delivery_id: int, attempts: int) -> str:
@@ -327,17 +347,32 @@ def report_context(run: Run) -> dict:
     }
 
 
+def paused_context(run: Run) -> dict:
+    from webapp.execution.queues import queue_of, state
+
+    queue = queue_of(run.job.job_type) or "?"
+    row = state(queue)
+    return {**report_context(run), "queue": queue, "still_paused": row is not None and row.paused,
+            "reason": row.reason if row is not None else "",
+            "queues_url": absolute_url("queues.index")}
+
+
 def build_message(delivery: EmailDelivery) -> EmailMultiAlternatives:
     state = _mail_state()
     run = delivery.run
-    context = report_context(run)
+    if delivery.kind == MailKind.QUEUE_PAUSED:
+        context, template = paused_context(run), "mail/queue_paused"
+        subject = f"[Firetime] Queue {header_safe(context['queue'], 64)} paused: run #{run.id} of " \
+                  f"{header_safe(run.job.name)} failed"
+    else:
+        context, template, subject = report_context(run), "mail/run_report", subject_for(run)
     message = EmailMultiAlternatives(
-        subject=subject_for(run),
-        body=render_template("mail/run_report.txt", **context),
+        subject=subject,
+        body=render_template(f"{template}.txt", **context),
         from_email=get_setting("report_sender") or state.default_sender,
         to=[delivery.recipient],
         headers={"Auto-Submitted": "auto-generated", "X-Auto-Response-Suppress": "All",
                  "X-Firetime-Run": str(run.id)},
     )
-    message.attach_alternative(render_template("mail/run_report.html", **context), "text/html")
+    message.attach_alternative(render_template(f"{template}.html", **context), "text/html")
     return message

@@ -9,15 +9,14 @@ from datetime import timedelta
 from flask import current_app
 from rq.command import send_command
 from rq.job import JobStatus
-from sqlalchemy import and_, exists, or_, select
-from sqlalchemy.orm import aliased
+from sqlalchemy import select
 
-from webapp.execution import livelog, notify
+from webapp.execution import livelog, notify, queues
 from webapp.execution.isolation import each
 from webapp.execution.lifecycle import enqueue, fail_lost_run, finish_run, grace_expired, release_next
 from webapp.execution.rqjobs import rq_status
 from webapp.extensions import db, redis_client
-from webapp.models import Run, RunStatus
+from webapp.models import Job, Run, RunStatus
 from webapp.models.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -108,15 +107,14 @@ class Reaper:
         return each(runs, _requeue_if_lost, "handing a lost run to RQ again")
 
     def _release_stalled(self, now) -> int:
-        """Jobs with waiting runs and nothing active: a release was lost (a crash between two
-        steps); start the next one now. Only those are locked: a run waiting behind an active
-        one is normal, and is found and left alone in the same query (two seeks per job on
-        ix_runs_status_job, whatever the history)."""
-        active = aliased(Run)
-        stalled = db.session.scalars(select(Run.job_id).where(
-            Run.status == RunStatus.QUEUED, Run.enqueued_at.is_(None),
-            ~exists().where(active.job_id == Run.job_id, or_(
-                active.status == RunStatus.IN_PROGRESS,
-                and_(active.status == RunStatus.QUEUED, active.enqueued_at.isnot(None))))).distinct()).all()
+        """Waiting runs that nothing will hand over (a release lost in a crash between two
+        steps): each queue's, through its gate (paused queues keep theirs, a serial queue
+        starts its oldest), then those of job types no longer installed, handed over to fail
+        with the reason. A run waiting behind an active one is normal, found and left alone in
+        the same query (two seeks per job on ix_runs_status_job, whatever the history)."""
+        released = each(queues.names(), lambda name: len(queues.release_waiting(name)), "releasing a queue")
+        installed = [key for name in queues.names() for key in queues.types_on(name)]
+        orphans = db.session.scalars(select(Run.job_id).join(Job, Job.id == Run.job_id).where(
+            Run.status == RunStatus.QUEUED, Run.enqueued_at.is_(None), Job.job_type.notin_(installed)).distinct()).all()
         db.session.commit()
-        return each(stalled, lambda job_id: release_next(job_id) is not None, "releasing a stalled job")
+        return released + each(orphans, lambda job_id: release_next(job_id) is not None, "releasing a stalled job")

@@ -45,10 +45,21 @@ preclaimed: dict[int, Claimed | None] = {}
 handoff: dict[int, str] = {}
 
 
+def _origin() -> str | None:
+    """The RQ queue the running job came from (None outside a worker)."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    return job.origin if job is not None else None
+
+
 def execute(run_id: int):
     """Run one Firetime run inside an RQ work horse."""
     config = current_app.config
-    claimed = preclaimed.pop(run_id) if run_id in preclaimed else lifecycle.claim(run_id, lifecycle.worker_label())
+    if run_id in preclaimed:
+        claimed = preclaimed.pop(run_id)
+    else:  # the worker's claim failed (database away a moment): claim here, as the worker would
+        claimed = lifecycle.claim(run_id, lifecycle.worker_label(), queue=_origin())
     if claimed is None:
         log.info("run not claimed (cancelled or already taken) run=%s", run_id)
         return

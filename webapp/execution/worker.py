@@ -31,7 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from rq import Worker
 from rq.command import parse_payload
-from rq.exceptions import StopRequested
+from rq.exceptions import DequeueTimeout, StopRequested
 from rq.executions import Execution
 from rq.worker import WorkerStatus
 
@@ -39,6 +39,7 @@ from webapp.execution import livelog, rqjobs
 from webapp.extensions import db
 
 log = logging.getLogger(__name__)
+PAUSE_RECHECK = 1.0  # seconds: how old a worker's knowledge of the paused queues may be
 REDIS_AWAY = (RedisConnectionError, RedisTimeoutError)
 
 
@@ -90,6 +91,8 @@ class FiretimeWorker(Worker):
         self.lease_keeper = LeaseKeeper(self)
         self.claimed_at = 0.0  # monotonic: the claim, which set the run's lease with its live start
         self.pending_end = None  # the outcome of the last run, when its end waits for the next claim
+        self.paused: set[str] = set()  # names of paused queues, as last read (open_queues)
+        self.paused_read_at = float("-inf")
 
     # -- Redis comes and goes -------------------------------------------------------------
     def redis_trouble(self, step, exc):
@@ -194,7 +197,8 @@ class FiretimeWorker(Worker):
         pending, self.pending_end = self.pending_end, None
         try:
             ending = lifecycle.end_run(pending.run_id, pending.status, pending.message, ctx=pending) if pending else None
-            claimed = runner.preclaimed[run_id] = lifecycle.claim(run_id, self.name, live=False, ending=ending)
+            claimed = runner.preclaimed[run_id] = lifecycle.claim(run_id, self.name, live=False, ending=ending,
+                                                                           queue=queue.name)
             runner.handoff[run_id] = path
             self.live_start = run_id if claimed is not None else None
             self.live_end = (ending.ended.run_id, ending.ended.status) if ending is not None else None
@@ -250,7 +254,66 @@ class FiretimeWorker(Worker):
         finally:
             db.session.remove()
 
-    _dequeue_patiently = _patient(Worker.dequeue_job_and_maintain_ttl)
+    # -- paused queues -------------------------------------------------------------------------
+    def open_queues(self) -> list:
+        """The worker's queues that are not paused (QueueState, read at most once a
+        PAUSE_RECHECK; if the database does not answer, the last answer stands)."""
+        from webapp.models import QueueState
+
+        now = time.monotonic()
+        if now >= self.paused_read_at + PAUSE_RECHECK:
+            try:
+                self.paused = QueueState.paused_names()
+                db.session.rollback()  # ends the read; nothing to commit
+            except Exception as exc:
+                db.session.rollback()
+                log.warning("worker %s: could not read the paused queues (%s); as before: %s", self.name, exc,
+                            sorted(self.paused))
+            self.paused_read_at = now
+        return [queue for queue in self._ordered_queues if queue.name not in self.paused]
+
+    def _dequeue_open(self, timeout, max_idle_time=None):
+        """RQ's wait for the next job, on the queues not paused only. While a queue is paused it
+        looks again every PAUSE_RECHECK, so that a resume is heard at once; a queue paused while
+        it waits is left at the next look (and a claim of a run from it is refused meanwhile)."""
+        self.set_state(WorkerStatus.IDLE)
+        idle_since = time.monotonic()
+        while True:
+            self.heartbeat()
+            if self.should_run_maintenance_tasks:
+                self.run_maintenance_tasks()
+            listening = self.open_queues()
+            wait = timeout
+            if len(listening) < len(self._ordered_queues) and timeout is not None:
+                wait = min(timeout, PAUSE_RECHECK)
+            if max_idle_time is not None:
+                left = max_idle_time - (time.monotonic() - idle_since)
+                if left <= 0:
+                    return None
+                if wait is not None:
+                    wait = max(1.0, min(wait, left))
+            if not listening:
+                if timeout is None:
+                    return None  # burst: nothing it may take
+                self.procline("Every queue of this worker is paused")
+                time.sleep(PAUSE_RECHECK)
+                continue
+            self.procline("Listening on " + ",".join(queue.name for queue in listening))
+            try:
+                result = self.queue_class.dequeue_any(listening, wait, connection=self.connection,
+                                                      job_class=self.job_class, serializer=self.serializer,
+                                                      death_penalty_class=self.death_penalty_class)
+            except DequeueTimeout:
+                continue
+            if result is None:
+                return None
+            job, queue = result
+            self.reorder_queues(reference_queue=queue)
+            job.redis_server_version = self.get_redis_server_version()
+            self.log.info("Worker %s: %s: %s (%s)", self.name, queue.name, job.description, job.id)
+            return result
+
+    _dequeue_patiently = _patient(_dequeue_open)
 
     def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
         if self.pending_end is not None:
@@ -269,7 +332,10 @@ class FiretimeWorker(Worker):
         """The next job if one is queued now (RQ's dequeue without its wait, retries and beats,
         which the worker's loop has just sent); None if none is, or Redis fails."""
         try:
-            ready = self.queue_class.dequeue_any(self._ordered_queues, None, connection=self.connection,
+            listening = self.open_queues()
+            if not listening:
+                return None
+            ready = self.queue_class.dequeue_any(listening, None, connection=self.connection,
                                                  job_class=self.job_class, serializer=self.serializer,
                                                  death_penalty_class=self.death_penalty_class)
             if ready is not None:

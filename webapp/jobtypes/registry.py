@@ -46,6 +46,9 @@ class JobType:
     user_creatable: bool = False
     automatic_plan: dict | None = None
     queue: str = DEFAULT_QUEUE
+    # At most one run of the queue in progress at a time, across every worker, in the order they
+    # were queued (execution/queues.py). A queue is serial if a job type on it says so.
+    serial_queue: bool = False
     timeout: int = 6 * 3600  # seconds a run may take before RQ stops it
     system_job: SystemJob | None = None
     # Its runs' output files are the archive of exported files: they outlive the run history
@@ -110,6 +113,13 @@ def get(key: str) -> JobType:
         return _REGISTRY[key]
     except KeyError:
         raise UnknownJobType(key) from None
+
+
+def get_or_none(key: str) -> JobType | None:
+    try:
+        return get(key)
+    except UnknownJobType:
+        return None
 
 
 def is_known(key: str) -> bool:

@@ -5,3 +5,4 @@ from webapp.models.jobs import Job, JobState, Scope  # noqa: F401
 from webapp.models.runs import LogRead, Run, RunFile, RunLogLine, RunStatus, Trigger  # noqa: F401
 from webapp.models.settings import Setting  # noqa: F401
 from webapp.models.notifications import DeliveryStatus, EmailDelivery  # noqa: F401
+from webapp.models.queues import QueueState  # noqa: F401

@@ -83,17 +83,18 @@ class Job(db.Model):
         return select(cls).where(cls.deleted_at.is_(None))
 
     @classmethod
-    def lock(cls, job_id: int, ended: tuple[int, str] | None = None) -> None:
-        """Serialise work on one job until the surrounding transaction commits. `ended`: (run id,
-        status) of a run ending in this transaction; if it is the job's latest run, its status
-        becomes the job's last status in the same statement."""
+    def lock(cls, job_id: int, ended: tuple[int, str] | None = None) -> str | None:
+        """Serialise work on one job until the surrounding transaction commits; returns its job
+        type (None if there is no such job). `ended`: (run id, status) of a run ending in this
+        transaction; if it is the job's latest run, its status becomes the job's last status in
+        the same statement."""
         # updated_at stays: taking the lock is not an edit of the job. No session objects to
         # synchronise: the commit that ends the lock expires them anyway.
         values = {"dispatch_seq": cls.dispatch_seq + 1, "updated_at": cls.updated_at}
         if ended is not None:
             values["last_status"] = case((cls.last_run_id == ended[0], ended[1]), else_=cls.last_status)
-        db.session.execute(update(cls).where(cls.id == job_id).values(**values)
-                           .execution_options(synchronize_session=False))
+        return db.session.execute(update(cls).where(cls.id == job_id).values(**values).returning(cls.job_type)
+                                  .execution_options(synchronize_session=False)).scalar()
 
     def __repr__(self):
         return f"<Job {self.id} {self.name}>"

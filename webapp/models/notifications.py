@@ -21,9 +21,15 @@ DELIVERY_LABELS = {
 }
 
 
+class MailKind(StrEnum):
+    REPORT = "report"  # a run's report, to the job's recipients
+    QUEUE_PAUSED = "queue_paused"  # the run failed and paused its queue: to the superadmins
+
+
 class EmailDelivery(db.Model):
-    """One report email of one run to one recipient: created when the run ends, then sent
-    from the "mail" queue. The unique (run, recipient) makes queueing the report idempotent.
+    """One email about one run to one recipient (its report, or the notice that it paused its
+    queue): created when the run ends, then sent from the "mail" queue. The unique (run,
+    recipient, kind) makes queueing it idempotent.
 
     next_attempt_at is when the delivery may next be tried. A sender that takes a pending
     delivery moves it a few minutes ahead (a lease), so that a second sender finds nothing to
@@ -31,7 +37,7 @@ class EmailDelivery(db.Model):
 
     __tablename__ = "email_deliveries"
     __table_args__ = (
-        UniqueConstraint("run_id", "recipient", name="uq_email_deliveries_run_recipient"),
+        UniqueConstraint("run_id", "recipient", "kind", name="uq_email_deliveries_run_recipient_kind"),
         Index("ix_email_deliveries_status_next", "status", "next_attempt_at"),
     )
 
@@ -39,6 +45,7 @@ class EmailDelivery(db.Model):
     # Deliveries go with their run when the history is purged.
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     recipient: Mapped[str] = mapped_column(String(254))
+    kind: Mapped[str] = mapped_column(String(20), default=MailKind.REPORT, server_default=MailKind.REPORT.value)
     status: Mapped[str] = mapped_column(String(20), default=DeliveryStatus.PENDING)
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str] = mapped_column(Text, default="")
