@@ -7,7 +7,7 @@ import time
 import pytest
 import redis as redis_lib
 from rq import Queue
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from tests.conftest import wait_for
 from tests.factories import make_job, make_user
@@ -247,3 +247,18 @@ def test_resume_while_two_workers_race_runs_each_waiting_run_once(ctx, start_pro
     lines = db.session.execute(select(RunLogLine.run_id, func.count()).where(RunLogLine.run_id.in_(run_ids))
                                .group_by(RunLogLine.run_id)).all()
     assert len(lines) == len(run_ids) and len({count for _, count in lines}) == 1  # each ran once, alike
+
+
+def test_housekeeping_leaves_a_paused_queue_alone_and_starts_a_serial_queue_in_order(ctx):
+    from webapp.execution.recovery import Reaper
+
+    queues.pause("default")
+    held = dispatch.request_run(make_job())
+    steps = [dispatch.request_run(make_job(job_type="tests.serial_step", params={})) for _ in range(3)]
+    assert [fresh(run.id).enqueued_at is not None for run in steps] == [True, False, False]  # one slot
+    db.session.execute(update(Run).where(Run.id == steps[0].id).values(enqueued_at=None))  # a hand-over lost
+    db.session.commit()
+    Reaper().run_once()
+    assert fresh(held.id).enqueued_at is None  # the pause holds
+    assert [fresh(run.id).enqueued_at is not None for run in steps] == [True, False, False]
+    assert rq_ids(SERIAL_QUEUE).count(run_job_id(steps[0].id)) >= 1

@@ -134,6 +134,9 @@ def release_waiting(queue: str) -> list[int]:
         db.session.rollback()
         return []
     if is_serial(queue):
+        if not _any_held(types):
+            db.session.rollback()
+            return []  # nothing waits: no need to lock the queue (housekeeping asks every pass)
         run = next_for_serial(queue)
         db.session.commit()
         if run is None:
@@ -162,6 +165,11 @@ def release_waiting(queue: str) -> list[int]:
     if run_ids:
         log.info("released queue=%s runs=%s", queue, len(run_ids))
     return run_ids
+
+
+def _any_held(types) -> bool:
+    return db.session.scalar(select(Run.id).join(Job, Job.id == Run.job_id).where(
+        Run.status == RunStatus.QUEUED, Run.enqueued_at.is_(None), Job.job_type.in_(types)).limit(1)) is not None
 
 
 def _stalled_jobs(types, among=None) -> list[int]:
