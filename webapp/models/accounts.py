@@ -40,6 +40,9 @@ class Domain(db.Model):
     __tablename__ = "domains"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(120), unique=True)
+    # The study's or site's OID in ODM files (StudyOID): an import takes a file only into the
+    # domain it names.
+    oid: Mapped[str | None] = mapped_column(String(100), unique=True)
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("domains.id"))
     parent: Mapped["Domain | None"] = relationship(remote_side=[id], back_populates="children")
     children: Mapped[list["Domain"]] = relationship(back_populates="parent")

@@ -139,6 +139,10 @@ class RunFile(db.Model):
     sha256: Mapped[str] = mapped_column(String(64), default="")
     content_type: Mapped[str] = mapped_column(String(100), default="application/octet-stream")
     created_at: Mapped[object] = mapped_column(UTCDateTime, default=utcnow)
+    # An export's file in the archive: its dataset (the name kept if the dataset is deleted) and format.
+    dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"), index=True)
+    dataset_name: Mapped[str] = mapped_column(String(120), default="", server_default="")
+    file_format: Mapped[str] = mapped_column(String(10), default="", server_default="")
 
     run: Mapped[Run | None] = relationship(back_populates="files")
     job: Mapped[Job] = relationship()
