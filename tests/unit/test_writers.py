@@ -164,6 +164,12 @@ def test_any_xml_text_survives_the_odm_round_trip(entries):
     assert list(read_values(io.BytesIO(written("odm", values)))) == values
 
 
+def test_an_empty_repeat_key_is_left_out_and_reads_back_as_1():
+    data = written("odm", [row("001", "I1", "v", repeat="", group_repeat=None)])
+    assert b"RepeatKey" not in data
+    assert list(read_values(io.BytesIO(data))) == [row("001", "I1", "v")]
+
+
 def test_a_character_xml_cannot_carry_is_an_error_naming_the_value():
     with pytest.raises(ExportError, match=r"cannot write item I1 of subject 001 .* U\+0001"):
         written("odm", [row("001", "I1", "bell\x01")])

@@ -185,7 +185,8 @@ def attr(value: str) -> str:
 
 
 def _repeat(name: str, key: str | None) -> str:
-    return "" if key is None else f" {name}={attr(key)}"
+    # No repeat key (None or ""): the attribute is left out, and reads back as "1".
+    return f" {name}={attr(key)}" if key else ""
 
 
 def write_odm(out: BinaryIO, values: Iterable[tuple], *, study_oid: str,
