@@ -8,6 +8,7 @@ app migrated on it, processes of the project with logs in files, and the clean-u
 """
 import argparse
 import contextlib
+import contextvars
 import logging
 import math
 import os
@@ -284,6 +285,27 @@ def run_main(options, body, **environment) -> int:
     except KeyboardInterrupt:
         print("\nInterrupted; everything the benchmark started is stopped and removed.", file=sys.stderr)
         return 130
+
+
+# -- the app's pages, in process ----------------------------------------------------------------
+
+def own_context(method, *args, **kwargs):
+    """Call `method` in a context of its own: a test-client request then pushes and tears down
+    its own app context (and database session) as in a server, instead of sharing the bench's."""
+    return contextvars.Context().run(method, *args, **kwargs)
+
+
+def signed_in_client(app, username, password):
+    """A test client of `app` signed in through the sign-in form, with its CSRF token."""
+    from tests.factories import csrf_from
+
+    client = app.test_client()
+    page = own_context(client.get, "/login")
+    response = own_context(client.post, "/login", data={"username": username, "password": password,
+                                                         "csrf_token": csrf_from(page)})
+    if response.status_code != 302:
+        raise BenchError(f"sign-in of {username} failed: {response.status_code}")
+    return client
 
 
 # -- figures ------------------------------------------------------------------------------------

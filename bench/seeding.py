@@ -98,10 +98,11 @@ def mixed_plan(k: int, anchor: datetime) -> dict:
 NAMES = ("Nightly export", "Import", "Self-test", "Linkage", "Activity report")
 
 
-def seed_jobs(count: int, accounts: Accounts, now: datetime, tz, plan_for=mixed_plan) -> Jobs:
+def seed_jobs(count: int, accounts: Accounts, now: datetime, tz, plan_for=mixed_plan, prefix="") -> Jobs:
     """`count` self-test jobs with explicit ids; every tenth of installation scope, the others
     spread over the domains; the first one (the big job) in the domain administrator's domain.
-    next_fire_at is computed from each plan, as saving the job would."""
+    next_fire_at is computed from each plan, as saving the job would. `prefix` starts each name
+    (names are unique: a second call needs one)."""
     from webapp.models import Job, JobState, Scope
     from webapp.scheduling.plans import parse_plan
 
@@ -120,7 +121,7 @@ def seed_jobs(count: int, accounts: Accounts, now: datetime, tz, plan_for=mixed_
             next_fires[key] = parse_plan(plan).next_after(now, tz)
         next_fire = next_fires[key]
         rows.append({
-            "id": first + k, "name": f"{NAMES[k % len(NAMES)]} {k:05d}",
+            "id": first + k, "name": f"{prefix}{NAMES[k % len(NAMES)]} {k:05d}",
             "description": "Runs nightly after the backups." if k % 4 == 0 else "Bench job.",
             "job_type": "system.selftest", "scope": Scope.INSTALLATION if installation else Scope.DOMAIN,
             "domain_id": domain_id, "params": {"duration": 1, "lines_per_second": 2}, "plan": plan,
@@ -311,6 +312,36 @@ def add_active_runs(job_ids, now: datetime, accounts: Accounts) -> dict:
     for run_id, status in active:
         found["in_progress" if status == RunStatus.IN_PROGRESS else "waiting"].append(run_id)
     return found
+
+
+ACTIVE_KINDS = {  # kind -> (status, handed to RQ, started)
+    "handed": ("queued", True, False),
+    "held": ("queued", False, False),
+    "running": ("in_progress", True, True),
+}
+
+
+def insert_active_runs(first_job_id: int, count: int, at: datetime, kind: str, accounts: Accounts):
+    """One run asked for by hand for each of `count` jobs from first_job_id on, in one
+    INSERT … SELECT: "handed" (queued and handed to RQ: the caller puts the RQ jobs on the list),
+    "held" (queued, waiting in the database) or "running" (in progress on bench-worker). Created
+    a second apart, the last at `at`; ids follow the jobs' order. Then note_latest_runs()."""
+    from webapp.models import Run
+
+    status, handed, started = ACTIVE_KINDS[kind]
+    created = _timestamp("i")
+    values = {
+        "job_id": f"{first_job_id - 1} + i", "trigger": "'hand'", "status": f"'{status}'",
+        "requested_by_id": str(accounts.superadmin_id), "created_at": created,
+        "enqueued_at": created if handed else "NULL", "started_at": created if started else "NULL",
+        "worker_name": "'bench-worker'" if started else "NULL", "progress": "40" if started else "0",
+        "progress_message": "'working'" if started else "''",
+    }
+    base = (at - timedelta(seconds=count)).astimezone(timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
+    _insert_select(Run.__table__, values, "FROM n", f"WITH RECURSIVE {_series()}",
+                   {"lo": 1, "hi": count, "base": base})
+    session().commit()
+    note_latest_runs()
 
 
 def fix_sequences():
