@@ -37,6 +37,9 @@ class Config:
         # All plan wall times (daily 02:30, period starts, cron) are read in this zone.
         self.TIMEZONE = env("FIRETIME_TIMEZONE", "UTC")
         self.FILES_DIR = env("FIRETIME_FILES_DIR", str(instance / "files"))
+        # Import jobs read ODM files from here, or from a subdirectory of it (never outside);
+        # each file goes to processed/<date>/ or failed/ under the folder it was read from.
+        self.IMPORT_DIR = env("FIRETIME_IMPORT_DIR", str(instance / "import"))
         self.RETENTION_DAYS = env_int("FIRETIME_RETENTION_DAYS", 90)
         # A run's worker refreshes a heartbeat this often; a run whose heartbeat is gone
         # for RUN_DEAD_AFTER seconds is failed as "worker died".

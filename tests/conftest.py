@@ -61,6 +61,7 @@ def test_env(redis_server, database_url, tmp_path_factory):
         "REDIS_URL": redis_server.url,
         "FIRETIME_INSTANCE_DIR": str(instance),
         "FIRETIME_FILES_DIR": str(instance / "files"),
+        "FIRETIME_IMPORT_DIR": str(instance / "import"),
         "FIRETIME_HEARTBEAT_SECONDS": "1",
         "FIRETIME_RUN_DEAD_AFTER": "4",
         "FIRETIME_CANCEL_GRACE_SECONDS": "2",

@@ -66,6 +66,7 @@ def _validate(app):
         os.makedirs(os.path.dirname(app.config["SQLALCHEMY_DATABASE_URI"][len("sqlite:///"):]) or ".",
                     exist_ok=True)
     os.makedirs(app.config["FILES_DIR"], exist_ok=True)
+    os.makedirs(app.config["IMPORT_DIR"], exist_ok=True)
 
 
 def _configure_logging(app):

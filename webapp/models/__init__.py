@@ -7,5 +7,5 @@ from webapp.models.settings import Setting  # noqa: F401
 from webapp.models.notifications import DeliveryStatus, EmailDelivery  # noqa: F401
 from webapp.models.queues import QueueState  # noqa: F401
 from webapp.models.clinical import (  # noqa: F401
-    ClinicalOid, Dataset, DatasetItem, ExportFormat, ItemDef, ItemValue, OidKind, Subject,
+    ClinicalOid, ClinicalRecord, Dataset, DatasetItem, ExportFormat, ItemDef, ItemValue, OidKind, Subject,
 )

@@ -1,10 +1,10 @@
 """Clinical data as CDISC ODM 1.3 ClinicalData carries it, per domain (a study or a site).
 
 One value per key: (subject, study event and its repeat key, form, item group and its repeat key,
-item). The value table is narrow and keyed by integers: subjects, item definitions and the
-event, form and item group OIDs are each stored once per domain, and an import or export maps
-them to and from their ids in memory. That keeps each value row small (an import writes
-hundreds of thousands of them a second) and every key lookup an integer comparison.
+item). Subjects, item definitions and the event, form and item group OIDs are stored once per
+domain; each item group instance of a subject is a record; a value is (record, item, value).
+So the table that gets hundreds of thousands of rows a second is narrow and keyed by two
+integers, and an import or export maps keys to and from ids in memory.
 
 Datasets (S0 "Define Dataset") are named selections of a domain's items, by event, form, item
 group and item; exports write a dataset's values."""
@@ -32,7 +32,8 @@ class Subject(db.Model):
     __table_args__ = (UniqueConstraint("domain_id", "subject_key", name="uq_subjects_domain_key"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"))
+    # No cascade: a domain that holds clinical data cannot be deleted by accident.
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id"))
     subject_key: Mapped[str] = mapped_column(String(OID_MAX))
 
 
@@ -43,7 +44,7 @@ class ClinicalOid(db.Model):
     __table_args__ = (UniqueConstraint("domain_id", "kind", "oid", name="uq_clinical_oids_domain_kind_oid"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"))
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id"))
     kind: Mapped[str] = mapped_column(String(10))
     oid: Mapped[str] = mapped_column(String(OID_MAX))
     name: Mapped[str] = mapped_column(String(200), default="")  # from the file's metadata, when it has them
@@ -57,29 +58,43 @@ class ItemDef(db.Model):
     __table_args__ = (UniqueConstraint("domain_id", "oid", name="uq_item_defs_domain_oid"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"))
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id"))
     oid: Mapped[str] = mapped_column(String(OID_MAX))
     name: Mapped[str] = mapped_column(String(200), default="")
     data_type: Mapped[str] = mapped_column(String(20), default="text")
     length: Mapped[int | None]  # the longest value the item takes, when the metadata say
 
 
-class ItemValue(db.Model):
-    __tablename__ = "item_values"
+class ClinicalRecord(db.Model):
+    """One item group instance of a subject: the key of ODM's ItemData above the item (subject,
+    study event and its repeat key, form, item group and its repeat key). Values hang on it."""
+
+    __tablename__ = "clinical_records"
     __table_args__ = (
-        # Which subjects a dataset covers, and the values of its items: by item first.
-        Index("ix_item_values_item_subject", "item_id", "subject_id"),
+        # One record per key; the order an export reads (subject by subject).
+        UniqueConstraint("subject_id", "event_id", "event_repeat", "form_id", "group_id", "group_repeat",
+                         name="uq_clinical_records_key"),
     )
 
-    # The key, in the order an export reads it (subject by subject).
-    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"), primary_key=True)
-    event_id: Mapped[int] = mapped_column(ForeignKey("clinical_oids.id"), primary_key=True)
-    event_repeat: Mapped[str] = mapped_column(String(REPEAT_MAX), primary_key=True, default="")
-    form_id: Mapped[int] = mapped_column(ForeignKey("clinical_oids.id"), primary_key=True)
-    group_id: Mapped[int] = mapped_column(ForeignKey("clinical_oids.id"), primary_key=True)
-    group_repeat: Mapped[str] = mapped_column(String(REPEAT_MAX), primary_key=True, default="")
-    item_id: Mapped[int] = mapped_column(ForeignKey("item_defs.id"), primary_key=True)
-    value: Mapped[str] = mapped_column(Text, default="")
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"))
+    event_id: Mapped[int] = mapped_column(ForeignKey("clinical_oids.id"))
+    event_repeat: Mapped[str] = mapped_column(String(REPEAT_MAX))
+    form_id: Mapped[int] = mapped_column(ForeignKey("clinical_oids.id"))
+    group_id: Mapped[int] = mapped_column(ForeignKey("clinical_oids.id"))
+    group_repeat: Mapped[str] = mapped_column(String(REPEAT_MAX))
+
+
+class ItemValue(db.Model):
+    """An item's value in a record: two integers of key. No foreign keys on purpose: the import
+    writes hundreds of thousands of rows a second, and on PostgreSQL each foreign key is a
+    trigger a row (it cost three times the insert); the loader makes the ids it writes."""
+
+    __tablename__ = "item_values"
+
+    record_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    item_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    value: Mapped[str | None] = mapped_column(Text)  # None: the file said IsNull="Yes" (no Value)
 
 
 class ExportFormat(StrEnum):

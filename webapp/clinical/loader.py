@@ -1,0 +1,359 @@
+"""Import one ODM file into a domain's clinical data, in one transaction (S0 6.5.1).
+
+The file is streamed (webapp/formats/odm.py) in batches of value rows. Each batch is mapped to
+integer keys (subjects, OIDs and items are looked up, and the new ones inserted, once per
+batch) and compared with the values stored for its subjects (one query); only new and changed
+values are written (PostgreSQL: COPY into a staging table and one upsert; SQLite: executemany). Changed values are audited old -> new in
+bulk under the importing user. Nothing is committed until the whole file has been read: a
+file that fails anywhere leaves nothing behind (the caller rolls back)."""
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy import insert, select
+
+from webapp.extensions import db
+from webapp.formats.odm import ClinicalData, OdmError, OdmReader
+from webapp.models import AuditEvent, ClinicalOid, ClinicalRecord, Domain, ItemDef, ItemValue, OidKind, Subject
+from webapp.models.clinical import OID_MAX, REPEAT_MAX
+from webapp.models.types import utcnow
+
+RECORD_KEY = ("subject_id", "event_id", "event_repeat", "form_id", "group_id", "group_repeat")
+
+
+class ImportRefused(Exception):
+    """The file is refused whole, with the reason (and where, when known)."""
+
+
+@dataclass
+class FileStats:
+    subjects: int = 0
+    events: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    study_oids: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"subjects": self.subjects, "events": self.events, "values_inserted": self.inserted,
+                "values_updated": self.updated, "values_unchanged": self.unchanged, "bytes": self.bytes,
+                "seconds": round(self.seconds, 3)}
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who the changes are audited under: the job's run-as user, or whoever started the run."""
+
+    id: int | None
+    name: str
+
+
+def allowed_domains(domain_id: int) -> dict[str, Domain]:
+    """StudyOID -> domain: the job's domain and the sites below it that have an OID."""
+    ids = Domain.subtree_ids([domain_id])
+    return {domain.oid: domain for domain in db.session.scalars(select(Domain).where(Domain.id.in_(ids)))
+            if domain.oid}
+
+
+def import_file(path: str, domain_id: int, actor: Actor, run_id: int | None = None) -> FileStats:
+    """Read and store one file in the open transaction; the caller commits or rolls back.
+    Raises ImportRefused or OdmError with the reason."""
+    started = time.monotonic()
+    domains = allowed_domains(domain_id)
+    home = db.session.get(Domain, domain_id)
+    reader = OdmReader(path)
+    stats = FileStats()
+    keys = None
+    for part in reader:
+        if isinstance(part, ClinicalData):
+            target = domains.get(part.study_oid)
+            if target is None:
+                raise ImportRefused(_not_ours(part.study_oid, home, domains))
+            keys = KeyMap(target.id)
+            keys.define_items(part.item_defs.values())
+            keys.load()
+            reader.max_lengths = keys.max_lengths()
+            stats.study_oids.append(part.study_oid)
+            continue
+        _store(part, keys, actor, run_id, stats)
+    stats.subjects, stats.events, stats.bytes = reader.subjects, reader.study_events, reader.bytes_read
+    stats.seconds = time.monotonic() - started
+    return stats
+
+
+def _not_ours(study_oid, home, domains) -> str:
+    if home is None or not home.oid:
+        return (f"The file's StudyOID is {study_oid[:OID_MAX]!r}, but the job's domain has no OID to compare it "
+                "with: set the domain's OID (StudyOID) on the domains page.")
+    sites = sorted(oid for oid, domain in domains.items() if domain.id != home.id)
+    also = f" or one of its sites ({', '.join(sites)})" if sites else ""
+    return (f"The file's StudyOID is {study_oid[:OID_MAX]!r}; this job imports only into {home.name} "
+            f"(StudyOID {home.oid!r}){also}. Nothing was imported.")
+
+
+class KeyMap:
+    """A domain's subjects, OIDs and items as integer ids, looked up (and the new ones inserted)
+    a batch at a time; only what the file names is held in memory."""
+
+    def __init__(self, domain_id: int):
+        self.domain_id = domain_id
+        self.subjects: dict[str, int] = {}
+        self.oids: dict[tuple[str, str], int] = {}
+        self.items: dict[str, int] = {}
+        self.batch_records: dict[tuple, int] = {}  # the current batch's records: key -> id
+        self.new_records: set[int] = set()  # those made for this batch: they have no values yet
+
+    def define_items(self, defs) -> None:
+        """Item definitions from the file's metadata: new ones inserted, known ones updated."""
+        defs = list(defs)
+        if not defs:
+            return
+        known = {row.oid: row for row in db.session.scalars(select(ItemDef).where(
+            ItemDef.domain_id == self.domain_id, ItemDef.oid.in_([d.oid for d in defs])))}
+        for item in defs:
+            row = known.get(item.oid) or ItemDef(domain_id=self.domain_id, oid=_cut(item.oid))
+            row.name = _cut(item.name or row.name or item.oid, 200)
+            row.data_type = _cut(item.data_type or row.data_type or "text", 20)
+            row.length = item.length if item.length is not None else row.length
+            if item.oid not in known:
+                db.session.add(row)
+        db.session.flush()
+
+    def max_lengths(self) -> dict[str, int]:
+        return dict(db.session.execute(select(ItemDef.oid, ItemDef.length).where(
+            ItemDef.domain_id == self.domain_id, ItemDef.length.isnot(None))).all())
+
+    def ids(self, rows) -> dict[tuple, object]:
+        """The batch's values by (record id, item id), the last one kept when a batch repeats a
+        key; the records (item group instances of subjects) looked up or made."""
+        self._learn(Subject, Subject.subject_key, self.subjects, {row[0] for row in rows})
+        for kind, index in ((OidKind.EVENT, 1), (OidKind.FORM, 3), (OidKind.GROUP, 4)):
+            self._learn_oids(kind, {row[index] for row in rows})
+        self._learn(ItemDef, ItemDef.oid, self.items, {row[6] for row in rows})
+        subjects, oids, items = self.subjects, self.oids, self.items
+        event, form, group = OidKind.EVENT, OidKind.FORM, OidKind.GROUP
+        keyed = {}
+        for subject, event_oid, event_repeat, form_oid, group_oid, group_repeat, item, value in rows:
+            record = (subjects[subject], oids[event, event_oid], event_repeat, oids[form, form_oid],
+                      oids[group, group_oid], group_repeat)
+            keyed[record, items[item]] = value
+        records = self._records({record for record, _ in keyed})
+        self.batch_records = records
+        return {(records[record], item): value for (record, item), value in keyed.items()}
+
+    def _records(self, wanted: set) -> dict[tuple, int]:
+        """Record key -> id for the batch's records (only the batch's are held), new ones made."""
+        table = ClinicalRecord.__table__
+        columns = [table.c[name] for name in RECORD_KEY]
+
+        def stored(subject_ids):
+            found = {}
+            for start in range(0, len(subject_ids), 500):
+                for row in db.session.execute(select(table.c.id, *columns).where(
+                        table.c.subject_id.in_(subject_ids[start:start + 500]))):
+                    found[tuple(row[1:])] = row[0]
+            return found
+
+        subject_ids = sorted({record[0] for record in wanted})
+        found = stored(subject_ids)
+        new = [record for record in wanted if record not in found]
+        self.new_records = set()
+        if new:
+            ids = _add(table, [dict(zip(RECORD_KEY, record)) for record in new],
+                       lambda: stored(sorted({record[0] for record in new})), new)
+            found.update(zip(new, ids))
+            self.new_records = set(ids)
+        return {record: found[record] for record in wanted}
+
+    def _learn(self, model, column, cache, wanted) -> None:
+        missing = [value for value in wanted if value not in cache]
+        if not missing:
+            return
+        _check_lengths(missing, column.key)
+        # Every column written out: PostgreSQL's COPY takes no Python defaults.
+        rows = [{"domain_id": self.domain_id, column.key: value} for value in missing]
+        if model is ItemDef:
+            for row in rows:
+                row.update(name=row["oid"], data_type="text", length=None)
+        cache.update(zip(missing, _add(model.__table__, rows, lambda: self._select(model, column, missing),
+                                       missing)))
+
+    def _select(self, model, column, values) -> dict:
+        return dict(db.session.execute(select(column, model.id).where(
+            model.domain_id == self.domain_id, column.in_(values))).all())
+
+    def _learn_oids(self, kind, wanted) -> None:
+        missing = [oid for oid in wanted if (kind, oid) not in self.oids]
+        if not missing:
+            return
+        _check_lengths(missing, f"{kind} OID")
+        rows = [{"domain_id": self.domain_id, "kind": kind, "oid": oid, "name": ""} for oid in missing]
+
+        def select_back():
+            return dict(db.session.execute(select(ClinicalOid.oid, ClinicalOid.id).where(
+                ClinicalOid.domain_id == self.domain_id, ClinicalOid.kind == kind,
+                ClinicalOid.oid.in_(missing))).all())
+        ids = _add(ClinicalOid.__table__, rows, select_back, missing)
+        self.oids.update({(kind, oid): id_ for oid, id_ in zip(missing, ids)})
+
+    def load(self) -> None:
+        """The domain's subjects, OIDs and items, once per file: a lookup a batch by a list of
+        keys cost a scan on PostgreSQL while the planner thought the new tables small."""
+        self.subjects = dict(db.session.execute(select(Subject.subject_key, Subject.id)
+                                                .where(Subject.domain_id == self.domain_id)).all())
+        self.items = dict(db.session.execute(select(ItemDef.oid, ItemDef.id)
+                                             .where(ItemDef.domain_id == self.domain_id)).all())
+        self.oids = {(kind, oid): id_ for kind, oid, id_ in db.session.execute(
+            select(ClinicalOid.kind, ClinicalOid.oid, ClinicalOid.id).where(ClinicalOid.domain_id == self.domain_id))}
+
+
+def _add(table, rows: list[dict], select_back, keys) -> list[int]:
+    """Insert rows; their ids in the order of `keys`. PostgreSQL: ids from the table's sequence
+    and COPY (a multi-row INSERT … RETURNING of thousands of rows spent most of its time in the
+    driver building the statement). SQLite: executemany, then read the ids back by key."""
+    connection = db.session.connection()
+    if connection.dialect.name != "postgresql":
+        db.session.execute(insert(table), rows)
+        found = select_back()
+        return [found[key] for key in keys]
+    ids = connection.exec_driver_sql(
+        f"SELECT nextval(pg_get_serial_sequence('{table.name}', 'id')) FROM generate_series(1, %(n)s)",
+        {"n": len(rows)}).scalars().all()
+    columns = list(rows[0])
+    raw = connection.connection.driver_connection
+    with raw.cursor().copy(f"COPY {table.name} (id, {', '.join(columns)}) FROM STDIN") as copy:
+        for id_, row in zip(ids, rows):
+            copy.write_row((id_, *(row[name] for name in columns)))
+    return ids
+
+
+def _check_lengths(values, what) -> None:
+    for value in values:
+        if len(value) > OID_MAX:
+            raise ImportRefused(f"A {what.replace('_', ' ')} is {len(value)} characters long "
+                                f"({value[:40]!r}…); at most {OID_MAX} are kept. Nothing was imported.")
+
+
+def _cut(text, limit=OID_MAX):
+    return (text or "")[:limit]
+
+
+# --- compare and write -------------------------------------------------------------------------
+
+def _store(rows, keys: KeyMap, actor: Actor, run_id, stats: FileStats) -> None:
+    """Compare the batch with what is stored for its records (one query), then write only the
+    new and changed values: SQLite executemany, PostgreSQL COPY into a staging table and one
+    INSERT … ON CONFLICT. A re-import of unchanged data writes nothing."""
+    if keys is None:  # the reader yields a ClinicalData before its rows
+        raise OdmError("value rows came before their ClinicalData")
+    for row in rows:
+        if len(row[2]) > REPEAT_MAX or len(row[5]) > REPEAT_MAX:
+            raise ImportRefused(f"A repeat key of subject {row[0]!r} is longer than {REPEAT_MAX} characters. "
+                                "Nothing was imported.")
+    batch = keys.ids(rows)
+    connection = db.session.connection()
+    fresh_records = keys.new_records
+    stored = _stored_values(connection, {record for record, _ in batch} - fresh_records)
+    fresh, writes, changed = [], [], []
+    missing = object()
+    for key, value in batch.items():
+        if key[0] in fresh_records:
+            fresh.append((*key, value))  # a record made for this batch: its values are all new
+            continue
+        old = stored.get(key, missing)
+        if old is missing:
+            writes.append((*key, value))
+        elif old != value:
+            writes.append((*key, value))
+            changed.append((key, old, value))
+    if fresh:
+        _insert(connection, fresh)
+    if writes:
+        _upsert(connection, writes)
+    stats.updated += len(changed)
+    stats.inserted += len(fresh) + len(writes) - len(changed)
+    stats.unchanged += len(batch) - len(fresh) - len(writes)
+    if changed:
+        _audit(connection, changed, keys, actor, run_id)
+
+
+def _stored_values(connection, record_ids) -> dict:
+    table = ItemValue.__table__
+    found = {}
+    ids = sorted(record_ids)
+    for start in range(0, len(ids), 1000):
+        for record_id, item_id, value in connection.execute(
+                select(table.c.record_id, table.c.item_id, table.c.value)
+                .where(table.c.record_id.in_(ids[start:start + 1000]))):
+            found[record_id, item_id] = value
+    return found
+
+
+_UPSERT = ("INSERT INTO item_values (record_id, item_id, value) {source} ON CONFLICT (record_id, item_id) "
+           "DO UPDATE SET value = excluded.value")
+
+
+def _insert(connection, rows) -> None:
+    """Values that cannot exist yet: straight in (PostgreSQL: COPY)."""
+    if connection.dialect.name == "postgresql":
+        _copy(connection, "item_values", rows)
+    else:
+        connection.exec_driver_sql("INSERT INTO item_values (record_id, item_id, value) VALUES (?, ?, ?)", rows)
+
+
+def _upsert(connection, rows) -> None:
+    if connection.dialect.name == "postgresql":
+        _stage(connection)
+        _copy(connection, "import_stage", rows)
+        connection.exec_driver_sql(_UPSERT.format(source="SELECT record_id, item_id, value FROM import_stage"))
+    else:
+        connection.exec_driver_sql(_UPSERT.format(source="VALUES (?, ?, ?)"), rows)
+
+
+# COPY's text format: backslash, tab, newline and carriage return escaped; NULL is \N.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy(connection, table, rows) -> None:
+    """The rows as COPY text written in one piece (writing row by row cost a Python call each)."""
+    text = "".join([f"{record}\t{item}\t{_copy_text(value)}\n" for record, item, value in rows])
+    raw = connection.connection.driver_connection
+    with raw.cursor().copy(f"COPY {table} (record_id, item_id, value) FROM STDIN") as copy:
+        copy.write(text)
+
+
+def _copy_text(value) -> str:
+    if value is None:
+        return "\\N"
+    return value.translate(_COPY_ESCAPES) if ("\\" in value or "\t" in value or "\n" in value
+                                              or "\r" in value) else value
+
+
+def _stage(connection) -> None:
+    """PostgreSQL's staging table for COPY, empty: made once per connection (a temporary table
+    is the connection's own and goes with it)."""
+    if connection.exec_driver_sql("SELECT to_regclass('pg_temp.import_stage')").scalar() is None:
+        connection.exec_driver_sql(
+            "CREATE TEMPORARY TABLE import_stage (record_id integer, item_id integer, value text)")
+    else:
+        connection.exec_driver_sql("TRUNCATE import_stage")
+
+
+def _audit(connection, changed, keys: KeyMap, actor: Actor, run_id) -> None:
+    """One audit record per changed value, all in one statement."""
+    subject = {id_: key for key, id_ in keys.subjects.items()}
+    oid = {id_: oid for (_, oid), id_ in keys.oids.items()}
+    item = {id_: oid for oid, id_ in keys.items.items()}
+    record = {id_: key for key, id_ in keys.batch_records.items()}
+    at = utcnow()
+    records = []
+    for (record_id, item_id), old, new in changed:
+        subject_id, event_id, event_repeat, form_id, group_id, group_repeat = record[record_id]
+        where = (f"{subject[subject_id]} / {oid[event_id]}[{event_repeat}] / {oid[form_id]} / "
+                 f"{oid[group_id]}[{group_repeat}] / {item[item_id]}")
+        records.append({"at": at, "actor_id": actor.id, "actor_name": actor.name, "run_id": run_id,
+                        "action": "update", "object_type": "item_value", "object_id": None,
+                        "object_name": where[:200], "domain_id": keys.domain_id,
+                        "before": {"value": old}, "after": {"value": new}, "message": ""})
+    connection.execute(insert(AuditEvent.__table__), records)
