@@ -92,7 +92,8 @@ def make_world() -> World:
     other_token, _ = ApiToken.issue(other, "sweep")
     db.session.commit()
     ids = {"job_id": job.id, "jobId": job.id, "run_id": run.id, "runId": run.id, "file_id": file.id,
-           "user_id": other.id, "domain_id": job.domain_id, "token_id": other_token.id}
+           "user_id": other.id, "domain_id": job.domain_id, "token_id": other_token.id,
+           "name": "default"}  # a queue (/queues/<name>/pause …)
     return World(admin.username, ids, {"Authorization": f"Bearer {token}"})
 
 
@@ -497,7 +498,7 @@ def forms_on(caller, path):
 
 def _pages(world):
     return ["/jobs/", f"/jobs/{world.ids['job_id']}", "/jobs/new", f"/jobs/{world.ids['job_id']}/edit",
-            f"/runs/{world.ids['run_id']}"]
+            f"/runs/{world.ids['run_id']}", "/queues/"]
 
 
 def _all_form_field_names(caller) -> set[str]:

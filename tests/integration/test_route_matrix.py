@@ -71,6 +71,12 @@ ACCESS = {
     "queues.workers": SIGNED_IN,
     "queues.cancel_run": SIGNED_IN,
     "queues.skip": SIGNED_IN,
+    # Pause, resume, clear and pause on failure: superadmins and system administrators
+    # (permissions.can_manage_queues); 404 to domain administrators (test_queues_control_page).
+    "queues.pause": SIGNED_IN,
+    "queues.resume": SIGNED_IN,
+    "queues.clear": SIGNED_IN,
+    "queues.pause_on_failure": SIGNED_IN,
     "admin.user_new": SUPERADMIN,
     "admin.user_detail": SUPERADMIN,
     "admin.user_deactivate": SUPERADMIN,

@@ -1,9 +1,15 @@
-"""Cancel per entry of the queues page, callable without HTTP; the caller has checked that the
-user may see the run or job (webapp.auth.permissions). Each answers with what happened, in a
-sentence, also when the entry started, ended or fired between the page and the click."""
+"""The queues page's actions, callable without HTTP.
+
+Cancel per entry: the caller has checked that the user may see the run or job
+(webapp.auth.permissions). Each answers with what happened, in a sentence, also when the entry
+started, ended or fired between the page and the click.
+
+Pause, resume, clear and the pause-on-failure setting are the engine's (execution/queues.py);
+here is only the reading of what a form or a command line gives them."""
 from datetime import datetime
 
 from webapp.execution import dispatch
+from webapp.execution.queues import REASON_MAX
 from webapp.extensions import db
 from webapp.models import Job, Run, RunStatus
 
@@ -53,3 +59,17 @@ def skip_entry(job: Job, user, at: str = "") -> tuple[str, bool]:
         return f"{job.name} has no planned occurrence any more: nothing skipped.", False
     after = f" Its next occurrence is {localtime(job.next_fire_at)}." if job.next_fire_at else ""
     return f"The occurrence of {job.name} at {localtime(run.occurrence_at)} is skipped.{after}", True
+
+
+def reason_problem(reason: str) -> str | None:
+    """What is wrong with a pause reason as typed, in a sentence for next to the field; None if
+    it may be used. (NUL and other control characters never get here: webapp/guards.py.)"""
+    length = len(" ".join(reason.split()))
+    if length > REASON_MAX:
+        return f"The reason is {length:,} characters long: keep it to {REASON_MAX} at most."
+    return None
+
+
+def on_or_off(value: str) -> bool | None:
+    """The pause-on-failure setting as a form or the command line writes it; None if neither."""
+    return {"on": True, "off": False}.get(value.strip().lower())

@@ -5,8 +5,10 @@ domain administrator's lists hold their domains' entries only; the others are a 
 - running: runs in progress of the job types on the queue, with their live progress (Redis,
   one pipeline for the page; the database's last saved progress when Redis does not answer);
 - waiting: queued runs, those handed to RQ with their position there (one LRANGE of the queue)
-  and those held in the database behind an active run of the same job (one query for the page);
+  and those held in the database, behind an active run of the same job or, on a serial queue,
+  for their turn (one query for the page); on a paused queue, all wait for the resume;
 - planned: the next fire of each active job of those types (jobs.next_fire_at).
+Each panel says its queue's state (statuses: paused by whom, when, why; serial; pause on failure).
 Each list is sorted, filtered and paged in the database (webapp/pagination.py); what a page
 shows of its rows takes a fixed number of statements, whatever the number of rows."""
 from dataclasses import dataclass, field
@@ -17,21 +19,23 @@ from flask import current_app
 from redis.exceptions import RedisError
 from rq import Queue
 from rq import Worker as RQWorker
-from sqlalchemy import case, func, select
-from sqlalchemy.orm import contains_eager
+from sqlalchemy import case, false, func, select, true
+from sqlalchemy.orm import aliased, contains_eager
 
-from webapp.auth.permissions import jobs_query, runs_query, visible_domain_ids, hidden_job_types
+from webapp.auth.permissions import hidden_job_types, job_filter, jobs_query, runs_query, visible_domain_ids
 from webapp.execution import livelog
+from webapp.execution import queues as engine
+from webapp.execution.queues import UnknownQueue
 from webapp.execution.rqjobs import RUN_PREFIX, run_id_of
 from webapp.extensions import db, redis_client
 from webapp.jobtypes import registry
-from webapp.models import Domain, Job, JobState, Run, RunStatus
+from webapp.models import Domain, Job, JobState, QueueState, Run, RunStatus
 from webapp.models.runs import ACTIVE_STATUSES
 from webapp.models.types import utcnow
 from webapp.pagination import paginate
+from webapp.runs.present import hide_paths, shows_server_paths
 from webapp.runs.waiting import Waiting
 
-SYSTEM_QUEUE = "system"
 LISTS = ("running", "waiting", "planned")
 PER_PAGE = 10
 TEXT_MAX = 100
@@ -49,23 +53,13 @@ COLUMNS = {
                 "next": ("Fires at", Job.next_fire_at)},
 }
 DEFAULT_SORT = {"running": "started", "waiting": "position", "planned": "next"}
-WAITS_CHOICES = (("worker", "A free worker"), ("run", "A run of the same job"))
-
-
-class UnknownQueue(LookupError):
-    pass
-
-
-def queue_names() -> list[str]:
-    """Every queue a job type declares, plus system and mail (mail last)."""
-    names = registry.queue_names()
-    if SYSTEM_QUEUE not in names:
-        names.insert(-1, SYSTEM_QUEUE)
-    return names
-
-
-def job_types_on(queue: str) -> list[str]:
-    return [jt.key for jt in registry.all_types() if jt.queue == queue]
+# What a waiting run waits for, as the "Waits for" filter offers it. Which one applies depends on
+# the queue: all of a paused queue's runs wait for the resume; on a serial queue a run held in
+# the database waits for its turn; elsewhere for the run of its job ahead of it. A run handed to
+# RQ waits for a free worker (on a paused queue, for the resume first).
+WAITS_CHOICES = (("paused", "The queue is paused"), ("serial", "Its turn on the serial queue"),
+                 ("run", "A run of the same job"), ("worker", "A free worker"))
+POSITION_CHOICES = (("worker", "In the queue"), ("run", "Held back"))
 
 
 @dataclass
@@ -122,7 +116,16 @@ def _like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def _filtered(query, state: ListState):
+def _waits_for(choice: str, mode: str):
+    """The waiting runs of a queue in `mode` (see queue_mode) that wait for `choice`, as a condition."""
+    if mode == "paused":
+        return true() if choice == "paused" else false()
+    held = Run.enqueued_at.is_(None)
+    return {"worker": Run.enqueued_at.isnot(None), "serial": held if mode == "serial" else false(),
+            "run": held if mode == "plain" else false()}.get(choice, false())
+
+
+def _filtered(query, state: ListState, mode: str = "plain"):
     """Apply the list's column filters; a value that cannot apply is named in state.problems."""
     for key, text in state.filters.items():
         if not text:
@@ -153,28 +156,28 @@ def _filtered(query, state: ListState):
                 column = COLUMNS[state.kind][key][1]
                 query = query.where(column >= span[0], column < span[1])
         elif key == "position":
-            if text not in ("worker", "run"):
-                state.problems.append("Position: pick a free worker or a run of the same job: ignored.")
+            if text not in dict(POSITION_CHOICES):
+                state.problems.append("Position: pick in the queue or held back: ignored.")
             else:
                 query = query.where(Run.enqueued_at.isnot(None) if text == "worker" else Run.enqueued_at.is_(None))
         elif key == "waits":
-            if text not in ("worker", "run"):
-                state.problems.append("Waits for: pick a free worker or a run of the same job: ignored.")
+            if text not in dict(WAITS_CHOICES):
+                state.problems.append("Waits for: pick one of the reasons offered: ignored.")
                 state.filters[key] = ""
             else:
-                query = query.where(Run.enqueued_at.isnot(None) if text == "worker" else Run.enqueued_at.is_(None))
+                query = query.where(_waits_for(text, mode))
     return query
 
 
 def _runs_on(user, queue: str, status):
     return (runs_query(user).outerjoin(Job.domain)
-            .where(Job.job_type.in_(job_types_on(queue)), Run.status == status)
+            .where(Job.job_type.in_(engine.types_on(queue)), Run.status == status)
             .options(contains_eager(Run.job).contains_eager(Job.domain)))
 
 
 def _planned_on(user, queue: str):
     return (jobs_query(user).outerjoin(Job.domain)
-            .where(Job.job_type.in_(job_types_on(queue)), Job.state == JobState.ACTIVE,
+            .where(Job.job_type.in_(engine.types_on(queue)), Job.state == JobState.ACTIVE,
                    Job.next_fire_at.isnot(None))
             .options(contains_eager(Job.domain)))
 
@@ -189,7 +192,7 @@ def _others(user, state: ListState, visible_total_unfiltered) -> int:
     """Entries of this list the user may not see (other domains): a count only."""
     if visible_domain_ids(user) is None and not hidden_job_types(user):
         return 0
-    keys = job_types_on(state.queue)
+    keys = engine.types_on(state.queue)
     if state.kind == "planned":
         everyone = (select(func.count(Job.id)).where(Job.deleted_at.is_(None), Job.job_type.in_(keys),
                                                       Job.state == JobState.ACTIVE, Job.next_fire_at.isnot(None)))
@@ -208,12 +211,16 @@ class ListView:
     live: dict = field(default_factory=dict)  # running: run id -> (percent, message)
     waits: dict = field(default_factory=dict)  # waiting: run id -> Waiting
     redis_down: bool = False
+    # The choices of the waiting list's two select filters (class attributes, not fields).
+    waits_choices = WAITS_CHOICES
+    position_choices = POSITION_CHOICES
 
 
-def list_view(user, state: ListState, args_apply: bool) -> ListView:
-    """One list, sorted/filtered/paged as the request says if `args_apply`, else its first page."""
+def list_view(user, state: ListState, args_apply: bool, mode: str = "plain") -> ListView:
+    """One list, sorted/filtered/paged as the request says if `args_apply`, else its first page.
+    `mode` is the queue's (queue_mode): what its waiting runs wait for."""
     base = _base(user, state)
-    query = _filtered(base, state)
+    query = _filtered(base, state, mode)
     columns = COLUMNS[state.kind]
     sortable = {key: expr for key, (label, expr) in columns.items()}
     tiebreak = Job.id if state.kind == "planned" else Run.id
@@ -227,7 +234,7 @@ def list_view(user, state: ListState, args_apply: bool) -> ListView:
     if state.kind == "running":
         view.live, view.redis_down = live_progress(page.items)
     elif state.kind == "waiting":
-        view.waits, view.redis_down = waiting_reasons(state.queue, page.items)
+        view.waits, view.redis_down = waiting_reasons(state.queue, page.items, mode)
     return view
 
 
@@ -260,9 +267,12 @@ def live_progress(runs) -> tuple[dict, bool]:
     return live, False
 
 
-def waiting_reasons(queue: str, runs) -> tuple[dict, bool]:
-    """{run id: Waiting} for a page of queued runs, as webapp.runs.waiting says it for one run:
-    one LRANGE of the RQ queue for the positions, one query for the runs ahead of those held back."""
+def waiting_reasons(queue: str, runs, mode: str = "plain") -> tuple[dict, bool]:
+    """{run id: Waiting} for a page of queued runs: on a paused queue, the resume ("paused"); on a
+    serial queue, a run held in the database waits for its turn ("serial", behind the run just
+    ahead of it on the queue); elsewhere the run of the same job ahead ("behind"); a run handed to
+    RQ, a free worker at its position there ("queue"). One LRANGE of the RQ queue for the
+    positions, one query for the runs ahead of those held back."""
     reasons, redis_down = {}, False
     handed = [run for run in runs if run.enqueued_at is not None]
     held = [run for run in runs if run.enqueued_at is None]
@@ -280,24 +290,113 @@ def waiting_reasons(queue: str, runs) -> tuple[dict, bool]:
                 reasons[run.id] = Waiting("queue", queue=queue, position=position) if position else \
                     Waiting("starting", queue=queue)
     if held:
-        active = db.session.execute(
-            select(Run.id, Run.job_id).where(Run.job_id.in_({run.job_id for run in held}),
-                                             Run.status.in_(ACTIVE_STATUSES)).order_by(Run.id)).all()
-        by_job = {}
-        for run_id, job_id in active:
-            by_job.setdefault(job_id, []).append(run_id)
-        for run in held:
-            line = [run_id for run_id in by_job.get(run.job_id, []) if run_id != run.id]
-            before = [run_id for run_id in line if run_id < run.id]
-            ahead = before[-1] if before else (line[0] if line else None)
-            reasons[run.id] = Waiting("behind", run_id=ahead, position=len(before) + 1)
+        reasons.update(_serial_line(queue, held) if engine.is_serial(queue) else _behind_own_job(held))
+    if mode == "paused":
+        reasons = {run_id: Waiting("paused", queue=queue, position=why.position) for run_id, why in reasons.items()}
     return reasons, redis_down
+
+
+def _behind_own_job(held) -> dict:
+    """Runs held back by the overlap rule: the active run of the same job each waits for first."""
+    reasons = {}
+    active = db.session.execute(
+        select(Run.id, Run.job_id).where(Run.job_id.in_({run.job_id for run in held}),
+                                         Run.status.in_(ACTIVE_STATUSES)).order_by(Run.id)).all()
+    by_job = {}
+    for run_id, job_id in active:
+        by_job.setdefault(job_id, []).append(run_id)
+    for run in held:
+        line = [run_id for run_id in by_job.get(run.job_id, []) if run_id != run.id]
+        before = [run_id for run_id in line if run_id < run.id]
+        ahead = before[-1] if before else (line[0] if line else None)
+        reasons[run.id] = Waiting("behind", run_id=ahead, position=len(before) + 1)
+    return reasons
+
+
+def _serial_line(queue: str, held) -> dict:
+    """Runs held on a serial queue, which hands over its oldest waiting run when the one before
+    ends: each is behind the active run of the queue just ahead of it (or the one running), at
+    the place its queued predecessors give it. One statement for the page."""
+    other, other_job = aliased(Run), aliased(Job)
+    on_queue = (select(other.id).join(other_job, other_job.id == other.job_id)
+                .where(other_job.job_type.in_(engine.types_on(queue)), other.id != Run.id))
+    active = on_queue.where(other.status.in_(ACTIVE_STATUSES))
+    ahead = func.coalesce(active.where(other.id < Run.id).with_only_columns(func.max(other.id)).scalar_subquery(),
+                          active.with_only_columns(func.min(other.id)).scalar_subquery())
+    before = on_queue.where(other.status == RunStatus.QUEUED, other.id < Run.id) \
+        .with_only_columns(func.count(other.id)).scalar_subquery()
+    rows = db.session.execute(select(Run.id, ahead, before).where(Run.id.in_([run.id for run in held]))).all()
+    return {run_id: Waiting("serial", queue=queue, run_id=ahead_id, position=count + 1)
+            for run_id, ahead_id, count in rows}
+
+
+@dataclass
+class QueueStatus:
+    """What a queue's panel and the dashboard say of its state, for one reader."""
+    name: str
+    serial: bool
+    pause_on_failure: bool = False
+    paused_at: datetime | None = None
+    paused_by: str = ""
+    reason: str = ""
+    failed_run_id: int | None = None  # the failed run that paused it, if the reader may see that run
+    holds_runs: bool = True  # some job type runs on it (the mail queue carries report emails only)
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_at is not None
+
+    @property
+    def mode(self) -> str:
+        """What its waiting runs wait for: "paused", "serial" or "plain"."""
+        return "paused" if self.paused else ("serial" if self.serial else "plain")
+
+
+OTHER_DOMAIN_FAILURE = "A run of another domain failed."
+
+
+def statuses(user, names=None, paused_only=False) -> dict[str, QueueStatus]:
+    """{queue: QueueStatus} for the named queues (every queue by default), in one query (two
+    when a failed run paused one). A failed run's job and error are shown only to those who may
+    see the run, with server paths hidden from all but superadmins (runs/present.py)."""
+    names = engine.names() if names is None else names
+    query = select(QueueState).where(QueueState.name.in_(names))
+    if paused_only:
+        query = query.where(QueueState.paused_at.isnot(None))
+    rows = {row.name: row for row in db.session.scalars(query)}
+    failed = {row.paused_run_id for row in rows.values() if row.paused and row.paused_run_id}
+    seen = set(db.session.scalars(select(Run.id).join(Run.job).where(Run.id.in_(failed), job_filter(user)))) \
+        if failed else set()
+    result = {}
+    for name in names:
+        row = rows.get(name)
+        if paused_only and row is None:
+            continue
+        status = QueueStatus(name, serial=engine.is_serial(name), holds_runs=bool(engine.types_on(name)))
+        if row is not None:
+            status.pause_on_failure = row.pause_on_failure
+            if row.paused:
+                status.paused_at, status.paused_by, status.reason = row.paused_at, row.paused_by_name, row.reason
+                if row.paused_run_id is not None:
+                    if row.paused_run_id in seen:
+                        status.failed_run_id = row.paused_run_id
+                        status.reason = hide_paths(row.reason, shows_server_paths(user))
+                    else:
+                        status.reason = OTHER_DOMAIN_FAILURE
+        result[name] = status
+    return result
+
+
+def queue_mode(queue: str) -> str:
+    paused = db.session.scalar(select(QueueState.paused_at).where(QueueState.name == queue)) is not None
+    return "paused" if paused else ("serial" if engine.is_serial(queue) else "plain")
 
 
 @dataclass
 class Panel:
     name: str
     lists: dict  # kind -> ListView
+    status: QueueStatus
     mail: dict | None = None  # the mail queue: counts from RQ (report emails are not runs)
 
 
@@ -305,13 +404,13 @@ def panels(user, args) -> list[Panel]:
     """Every queue's panel; the list the URL names (queue=, list=) gets its sort, page and filters."""
     focus = (args.get("queue"), args.get("list"))
     result = []
-    for name in queue_names():
+    for name, status in statuses(user).items():
         lists = {}
         for kind in LISTS:
             chosen = focus == (name, kind)
             state = parse_state(name, kind, args if chosen else {})
-            lists[kind] = list_view(user, state, chosen)
-        panel = Panel(name, lists)
+            lists[kind] = list_view(user, state, chosen, status.mode)
+        panel = Panel(name, lists, status)
         if name == registry.MAIL_QUEUE:
             panel.mail = mail_counts()
         result.append(panel)
@@ -319,9 +418,9 @@ def panels(user, args) -> list[Panel]:
 
 
 def one_list(user, queue: str, kind: str, args) -> ListView:
-    if queue not in queue_names() or kind not in LISTS:
+    if queue not in engine.names() or kind not in LISTS:
         raise UnknownQueue(queue)
-    return list_view(user, parse_state(queue, kind, args), True)
+    return list_view(user, parse_state(queue, kind, args), True, queue_mode(queue) if kind == "waiting" else "plain")
 
 
 def mail_counts() -> dict | None:
