@@ -7,6 +7,7 @@ from webapp.dashboard import queries
 from webapp.main.filters import localtime
 from webapp.models.runs import STATUS_LABELS
 from webapp.models.types import utcnow
+from webapp.queues.queries import statuses as queue_statuses
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
 
@@ -24,16 +25,18 @@ def _signed_in():
 
 @bp.route("/")
 def index():
-    """Runs in progress, counts of the last 24 hours, next fires and recent failures."""
-    return render_template("dashboard/index.html", **_live(), **_summary())
+    """Paused queues, runs in progress, counts of the last 24 hours, next fires and recent failures."""
+    return render_template("dashboard/index.html", **_live(), **_summary(), paused_queues=_paused())
 
 
 @bp.route("/live")
 def live():
     """The panel of runs in progress, polled while the page is open; when the runs in progress
-    differ from those the page showed (`seen`), the summary is told to refresh too."""
+    differ from those the page showed (`seen`), the summary is told to refresh too. The paused
+    queues' notice comes with it (out of band), so a pause shows as soon as a run would."""
     context = _live()
-    response = render_template("dashboard/_live.html", **context)
+    response = render_template("dashboard/_live.html", **context) + \
+        render_template("dashboard/_paused.html", paused_queues=_paused(), oob=True)
     seen = request.args.get("seen", "")
     if seen != context["seen"]:
         return response, 200, {"HX-Trigger": CHANGED}
@@ -52,6 +55,10 @@ def _live() -> dict:
     busy = any(active.values())
     return dict(live_runs=runs, active=active, now=utcnow(), poll=POLL_ACTIVE if busy else POLL_IDLE,
                 seen=",".join(str(live.run.id) for live in runs) + f";{active['queued']}")
+
+
+def _paused() -> list:
+    return list(queue_statuses(current_user, paused_only=True).values())
 
 
 def _summary() -> dict:
