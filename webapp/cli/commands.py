@@ -1,4 +1,6 @@
-"""Command line: users and tokens, demo data, run a job by name, show queues."""
+"""Command line: users and tokens, demo data, run a job by name, show and steer queues."""
+import sys
+
 import click
 from flask.cli import AppGroup
 
@@ -8,7 +10,7 @@ from webapp.models import ApiToken, Job, Role, User
 users_cli = AppGroup("users", help="Create users, change passwords, deactivate, API tokens.")
 demo_cli = AppGroup("demo", help="Demo data.")
 jobs_cli = AppGroup("jobs", help="Run jobs and re-sync schedules.")
-queues_cli = AppGroup("queues", help="Show queues.")
+queues_cli = AppGroup("queues", help="Show queues and workers; pause, resume and clear a queue.")
 
 
 @users_cli.command("create")
@@ -118,23 +120,41 @@ def jobs_resync():
 
 @queues_cli.command("show")
 def queues_show():
-    """Each queue with its waiting and running counts, then every worker: name, host, pid,
-    queues, state, current run, last heartbeat, runs done and failed (a silent one is lost)."""
+    """Each queue: running or paused (by whom, when, why), serial, pause on failure, its waiting
+    and running counts; then every worker: name, host, pid, queues, state, current run, last
+    heartbeat, runs done and failed (a silent one is lost)."""
     from redis.exceptions import RedisError
     from rq import Queue
 
+    from webapp.execution import queues
     from webapp.main.filters import localtime
-    from webapp.queues.queries import RedisDown, queue_names, workers
+    from webapp.queues.queries import RedisDown, workers
 
-    conn = redis_client.conn
+    conn, redis_error = redis_client.conn, None
+    for name in queues.names():
+        row = queues.state(name)
+        counts = "waiting=? running=?"
+        if redis_error is None:
+            try:
+                queue = Queue(name, connection=conn)
+                running = queue.started_job_registry.get_job_ids(cleanup=False)
+                counts = f"waiting={queue.count:<6} running={len(running)}"
+            except RedisError as exc:
+                redis_error = exc
+        paused = row is not None and row.paused
+        click.echo(f"{name:<12} {'paused ' if paused else 'running'} serial={'yes' if queues.is_serial(name) else 'no '} "
+                   f"pause-on-failure={'on ' if row is not None and row.pause_on_failure else 'off'} {counts}")
+        if paused:
+            failed = f" (run #{row.paused_run_id})" if row.paused_run_id else ""
+            click.echo(f"{'':<12} paused by {row.paused_by_name} at {localtime(row.paused_at)}"
+                       f"{': ' + row.reason if row.reason else ''}{failed}")
     try:
-        for name in queue_names():
-            queue = Queue(name, connection=conn)
-            running = queue.started_job_registry.get_job_ids(cleanup=False)
-            click.echo(f"{name:<12} waiting={queue.count:<6} running={len(running)}")
+        if redis_error is not None:
+            raise redis_error
         rows = workers()
     except (RedisDown, RedisError) as exc:
-        raise click.ClickException(f"Redis does not answer ({exc}): queues and workers cannot be read now.") from None
+        raise click.ClickException(f"Redis does not answer ({exc}): queue counts and workers cannot be read now.") \
+            from None
     if not rows:
         click.echo("No worker is running: nothing queued will start.")
     for row in rows:
@@ -144,3 +164,89 @@ def queues_show():
                    f"state={row.state} current={current} heartbeat={beat} done={row.done} failed={row.failed}")
 
 
+def _queue(name: str) -> str:
+    """The queue named on the command line; an unknown name is a usage error (exit 2)."""
+    from webapp.execution import queues
+
+    try:
+        return queues.check(name)
+    except queues.UnknownQueue as exc:
+        raise click.BadParameter(f"{exc} The queues are: {', '.join(queues.names())}.", param_hint="NAME") from None
+
+
+def _actor(username: str | None) -> User | None:
+    """Whom the audit names: --as USERNAME, one who may steer queues; the system without it."""
+    from webapp.auth.permissions import can_manage_queues
+
+    if username is None:
+        return None
+    user = db.session.scalar(db.select(User).where(User.username == username))
+    if user is None or not user.active or not can_manage_queues(user):
+        raise click.BadParameter(f"{username[:80]!r} is no active superadmin or system administrator.",
+                                 param_hint="--as")
+    return user
+
+
+acting_as = click.option("--as", "actor_name", default=None, metavar="USERNAME",
+                         help="Audit the action under this superadmin or system administrator (default: system).")
+
+
+@queues_cli.command("pause")
+@click.argument("name")
+@click.option("--reason", default="", help="Why, shown on the queues page and the dashboard (500 characters at most).")
+@acting_as
+def queues_pause(name, reason, actor_name):
+    """Pause a queue: runs in progress finish, nothing new starts on it until it is resumed."""
+    from webapp.execution import queues
+    from webapp.queues.actions import reason_problem
+
+    queue = _queue(name)
+    problem = reason_problem(reason)
+    if problem:
+        raise click.BadParameter(problem, param_hint="--reason")
+    click.echo(queues.pause(queue, _actor(actor_name), reason).message)
+
+
+@queues_cli.command("resume")
+@click.argument("name")
+@acting_as
+def queues_resume(name, actor_name):
+    """Resume a paused queue: its waiting runs start in the order they were queued."""
+    from webapp.execution import queues
+
+    queue = _queue(name)
+    click.echo(queues.resume(queue, _actor(actor_name)).message)
+
+
+@queues_cli.command("clear")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask (needed when there is no terminal to ask on).")
+@acting_as
+def queues_clear(name, yes, actor_name):
+    """Cancel every run waiting on a queue; runs in progress go on. Asks first on a terminal;
+    without one (cron, CI) it needs --yes, so that it never hangs on a question."""
+    from webapp.execution import queues
+
+    queue = _queue(name)
+    actor = _actor(actor_name)
+    if not yes:
+        question = f"Cancel every run waiting on queue {queue} (runs in progress go on)?"
+        if not sys.stdin.isatty():
+            raise click.UsageError(f"Clearing queue {queue} cancels every run waiting on it, and there is no "
+                                   "terminal to ask on: add --yes to clear it. Nothing was cancelled.")
+        if not click.confirm(question, default=False):
+            click.echo("Nothing was cancelled.")
+            raise click.exceptions.Exit(1)
+    click.echo(queues.clear(queue, actor).message)
+
+
+@queues_cli.command("pause-on-failure")
+@click.argument("name")
+@click.argument("setting", type=click.Choice(["on", "off"], case_sensitive=False))
+@acting_as
+def queues_pause_on_failure(name, setting, actor_name):
+    """Turn on or off: a failed run on the queue pauses it (the superadmins get an email)."""
+    from webapp.execution import queues
+
+    queue = _queue(name)
+    click.echo(queues.set_pause_on_failure(queue, setting.lower() == "on", _actor(actor_name)).message)
