@@ -12,7 +12,7 @@ from tests.integration.test_livelog import numbered, read_events, run_with_lines
 from webapp.execution import livelog
 from webapp.extensions import redis_client
 from webapp.models.types import utcnow
-from webapp.runs import fanout
+from webapp.runs import fanout, stream
 
 
 class Viewer(threading.Thread):
@@ -242,3 +242,63 @@ def test_a_viewer_too_slow_for_the_buffer_catches_up_from_redis(ctx, live_run, w
     slow.reading.set()
     got([slow], *range(1, 61))
     assert slow.line_ids() == quick.line_ids()
+
+
+class RawViewer(threading.Thread):
+    """A browser's EventSource that notes when each chunk of the answer came, keep-alives too."""
+
+    def __init__(self, app, cookie, run_id):
+        super().__init__(daemon=True)
+        self.client = app.test_client()
+        self.client.set_cookie("session", cookie)
+        self.run_id = run_id
+        self.chunks = []  # (monotonic time, bytes)
+        self.error = None
+
+    def run(self):
+        try:
+            response = self.client.get(f"/runs/{self.run_id}/stream", buffered=False)
+            try:
+                for chunk in response.response:
+                    self.chunks.append((time.monotonic(), chunk))
+                    if b"event: end" in chunk:
+                        return
+            finally:
+                response.close()
+        except Exception as exc:  # noqa: BLE001  (reported by the test)
+            self.error = exc
+
+    def keep_alives(self) -> list[float]:
+        return [at for at, chunk in self.chunks if chunk == stream.KEEPALIVE]
+
+
+def test_every_viewer_of_a_quiet_run_gets_its_keep_alives_also_while_redis_is_away(ctx, live_run,
+                                                                                  redis_server, monkeypatch):
+    # Only one waiting viewer keeps a timer for all of them: the others must still hear the time.
+    monkeypatch.setattr(stream, "KEEPALIVE_MS", 500)
+    monkeypatch.setattr(fanout, "SENTRY_SECONDS", 0.2)
+    run_id, writer, cookie = live_run
+    viewers = [RawViewer(ctx, cookie, run_id) for _ in range(4)]
+    for viewer in viewers:
+        viewer.start()
+    try:
+        wait_for(lambda: all(len(viewer.keep_alives()) >= 3 for viewer in viewers), 10,
+                 message="every viewer of a quiet run to get keep-alives")
+        redis_server.stop()  # the reader fails and waits for Redis; the viewers keep their time
+        try:
+            stopped = time.monotonic()
+            wait_for(lambda: all(len([at for at in viewer.keep_alives() if at > stopped]) >= 2 for viewer in viewers),
+                     10, message="keep-alives while Redis is away")
+        finally:
+            redis_server.start()
+        wait_for(lambda: _try(writer.lines, range(6, 8)), 10, message="Redis to answer the writer")
+        got_lines = lambda: all(b"line 7" in b"".join(chunk for _, chunk in viewer.chunks) for viewer in viewers)  # noqa: E731
+        wait_for(got_lines, 20, message="the lines written after Redis came back")
+    finally:
+        _try(livelog.mark_end, redis_client.conn, run_id, "succeeded", 60)
+        for viewer in viewers:
+            viewer.join(10)
+    assert [viewer.error for viewer in viewers if viewer.error] == []
+    for viewer in viewers:
+        text = b"".join(chunk for _, chunk in viewer.chunks)
+        assert text.count(b"event: line") == 7 and text.count(b"event: end") == 1

@@ -72,11 +72,13 @@ def _end(status: str) -> str:
     return sse("end", json.dumps({"status": status}), END_ID)
 
 
-def events(run_id: int, conn, resume: Resume = Resume(), block_ms: int = KEEPALIVE_MS):
-    """Yield SSE text until the run ends. Runs inside the request's app context.
+def events(run_id: int, conn, resume: Resume = Resume(), block_ms: int | None = None):
+    """Yield SSE text until the run ends, with a keep-alive after `block_ms` (KEEPALIVE_MS)
+    without an event. Runs inside the request's app context.
 
     Live entries come from the run's shared feed (webapp/runs/fanout.py): one Redis reader per
     run and process, whatever the number of viewers, and each event encoded once for them all."""
+    block_ms = KEEPALIVE_MS if block_ms is None else block_ms
     run = db.session.get(Run, run_id)
     if resume.ended:
         yield _end(run.status)
