@@ -176,3 +176,18 @@ def test_the_status_panel_marks_a_finished_log_read_for_its_watcher(ctx, client,
     run = finished_run(lines=9)
     client.get(f"/runs/{run.id}/status", headers={"HX-Request": "true"})
     assert db.session.get(LogRead, (watcher.id, run.id)).lines_read == 9
+
+
+def test_a_queued_run_says_its_queue_is_paused_or_whose_turn_it_is_on_a_serial_queue(ctx, client, login_as,
+                                                                                     redis_server):
+    from webapp.execution import queues
+
+    user = make_user()
+    login_as(user)
+    queues.pause("default", user, "upgrade")
+    held = dispatch.request_run(make_job(), user=user)
+    assert waiting_note(client, held.id) == "Waiting for queue default to be resumed: it is paused (queues page)."
+    first = dispatch.request_run(make_job(job_type="tests.serial_step", params={}), user=user)
+    second = dispatch.request_run(make_job(job_type="tests.serial_step", params={}), user=user)
+    assert waiting_note(client, second.id) == (f"Waiting for its turn on the serial queue tests-serial, behind "
+                                               f"run #{first.id}: it runs one run at a time.")
