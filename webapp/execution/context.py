@@ -38,6 +38,10 @@ class OutputFile:
     size: int
     sha256: str
     content_type: str
+    # An export's file in the archive of exported files: its dataset (id and name) and format.
+    dataset_id: int | None = None
+    dataset_name: str = ""
+    file_format: str = ""
 
 
 @dataclass
@@ -133,8 +137,10 @@ class RunContext:
 
     # -- output files ---------------------------------------------------------------------
     @contextmanager
-    def output_file(self, name, content_type="text/csv", mode="w"):
-        """Open a new output file of this run for writing; it is recorded when closed."""
+    def output_file(self, name, content_type="text/csv", mode="w", *, dataset_id=None, dataset_name="",
+                    file_format=""):
+        """Open a new output file of this run for writing; it is recorded when closed. An export
+        names its dataset and format, which the archive of exported files lists."""
         safe = secure_filename(name) or "output"
         relative = os.path.join("runs", str(self.run_id), safe)
         path = os.path.join(self.files_dir, relative)
@@ -146,7 +152,8 @@ class RunContext:
         with open(path, "rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
-        self.files.append(OutputFile(safe, relative, os.path.getsize(path), digest.hexdigest(), content_type))
+        self.files.append(OutputFile(safe, relative, os.path.getsize(path), digest.hexdigest(), content_type,
+                                     dataset_id, dataset_name, file_format))
         self.info(f"Wrote output file {safe} ({os.path.getsize(path)} bytes).")
 
     @property

@@ -225,7 +225,8 @@ def end_run(run_id: int, status: str, message: str = "", ctx=None,
         ])
     if ctx is not None and ctx.files:
         db.session.add_all(RunFile(run_id=run_id, job_id=job_id, name=f.name, path=f.path, size=f.size,
-                                   sha256=f.sha256, content_type=f.content_type) for f in ctx.files)
+                                   sha256=f.sha256, content_type=f.content_type, dataset_id=f.dataset_id,
+                                   dataset_name=f.dataset_name, file_format=f.file_format) for f in ctx.files)
     # A run that ran was the job's only active one, so only a waiting run can follow it.
     following = pick_next(job_id, check_busy=ctx is None, job_type=job_type)
     reports = ctx.reports if ctx is not None else db.session.scalar(select(Job.report_enabled)
