@@ -17,25 +17,33 @@ form and then, with that session cookie:
             all through the viewers' time. An answer that does not come in time is "no answer".
   viewers   --viewers connections each open GET /runs/<id>/stream (server-sent events, spread over
             the runs, all at once) and read it for --seconds, all in one client thread that reads
-            each connection as its data arrives (a thread per viewer made the client's own
-            scheduling part of the delays). A viewer that got no byte of an answer by the end
-            counts as "no byte". For each `line` event produced after the viewer connected:
-            delay = time received - the instant the line entered the run's Redis stream (the
-            stream entry id, in ms; the line's own `at` instead when the event carries it with
-            sub-second precision in a datetime attribute).
+            each connection as its data arrives and parses it after the measurement (a thread per
+            viewer made the client's own scheduling part of the delays). A viewer that got no
+            byte of an answer by the end counts as "no byte". For each `line` event of a line
+            written after the viewer connected: delay = the instant the kernel received it on the
+            viewer's socket (SO_TIMESTAMPNS, so a client late to read does not make a line look
+            late) - the instant job code wrote it (the `at` the run context gave the line, read
+            back from the run's Redis stream by the event's stream entry id at the end). Also
+            printed: the same for the lines written after every viewer had its answer (no
+            connection opening meanwhile), and per line, job code to Redis (the entry id, whole
+            ms), to its first and to its last viewer; how late the client read.
   memory    RSS of the gunicorn master and its workers from /proc, every second: before the
             viewers, the peak, and at the end.
+  CPU       CPU time of the web server, the job workers, Redis, this client and the whole
+            machine (other people's processes too) while the viewers watch, in CPUs busy.
 
 Client threads use only the standard library (http.client); all traffic stays on 127.0.0.1. The
-client shares the machine's CPUs with the server, workers and Redis, so the delays include its
-own scheduling.
+client shares the machine's CPUs with the server, workers and Redis (the CPU line says how much it
+took); its own lateness to read is not in the delays.
 """
 import codecs
 import http.client
+import os
 import re
 import selectors
 import shlex
 import socket
+import struct
 import sys
 import threading
 import time
@@ -52,7 +60,9 @@ import seeding  # noqa: E402
 
 README_GUNICORN = "-c gunicorn.conf.py"  # the production set-up of the README (gevent workers)
 HOST = "127.0.0.1"
-AT_ATTRIBUTE = re.compile(r'datetime="([^"]+)"')
+LIVE_ID = re.compile(r"[0-9]+-[0-9]+")  # a Redis stream entry id: a live event
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux's value; Python does not name it
+STAMP_SPACE = socket.CMSG_SPACE(16)  # a struct timespec
 
 
 # -- HTTP ---------------------------------------------------------------------------------------
@@ -127,8 +137,8 @@ class Viewer:
         self.run_id = run_id
         self.sock = None
         self.opened = self.first_byte = None
-        self.delays = []  # (instant the line was written, delay)
-        self.backlog = 0  # lines written before this viewer connected
+        self.lines = []  # (stream entry id, instant its event reached this side of the socket)
+        self.replayed = 0  # lines of the database's copy (a run that had ended)
         self.status = None
         self.error = None
         self.raw = b""  # received, not parsed yet
@@ -137,21 +147,28 @@ class Viewer:
         self.chunk_left = self.skip = 0  # data bytes left in the current chunk; CRLF bytes after it
         self.text = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.body = ""  # event-stream text not parsed yet
+        self.reads = []  # (data, arrival), parsed after the measurement
 
-    def received(self, data, now):
+    def parse(self):
+        for data, arrived in self.reads:
+            self.received(data, arrived)
+        self.reads = []
+
+    def received(self, data, arrived):
+        """`data` read from the socket, which the kernel got at `arrived` (epoch seconds)."""
         self.raw += data
         if self.head:
             end = self.raw.find(b"\r\n\r\n")
             if end < 0:
                 return
             head, self.raw = self.raw[:end].decode("latin-1"), self.raw[end + 4:]
-            self.head, self.first_byte = False, now
+            self.head, self.first_byte = False, arrived
             self.status = int(head.split(None, 2)[1])
             self.chunked = "\r\ntransfer-encoding: chunked" in head.lower()
         self.body += self.text.decode(self._unchunked())
         while "\n\n" in self.body:
             block, self.body = self.body.split("\n\n", 1)
-            self._event(block, now)
+            self._event(block, arrived)
 
     def _unchunked(self) -> bytes:
         if not self.chunked:
@@ -175,30 +192,34 @@ class Viewer:
                 self.raw = self.raw[end + 2:] if self.chunk_left else b""  # a last chunk: the end
         return b"".join(data)
 
-    def _event(self, block, now):
-        event, entry_id, data = None, None, []
+    def _event(self, block, arrived):
+        event, event_id = None, ""
         for line in block.split("\n"):
-            line = line.rstrip("\r")
             if line.startswith("event:"):
                 event = line[6:].strip()
             elif line.startswith("id:"):
-                entry_id = line[3:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].lstrip())
-        if event == "line":
-            at = line_instant(entry_id, "\n".join(data))
-            if at is None:
-                return
-            if at < self.opened:
-                self.backlog += 1
-            else:
-                self.delays.append((at, now - at))
+                event_id = line[3:].strip()
+        if event != "line":
+            return
+        entry_id = event_id.split("/", 1)[0]
+        if LIVE_ID.fullmatch(entry_id):
+            self.lines.append((entry_id, arrived))
+        else:  # "db-<seq>": replayed from the database
+            self.replayed += 1
 
 
 class Viewers(threading.Thread):
     """Every viewer's connection, read in this one thread as data arrives (selectors): with a
     thread each, hundreds of client threads competing for the interpreter would add their own
-    waits to the delays measured."""
+    waits to the delays measured.
+
+    A line reached its viewer when the kernel received the data on the viewer's socket (its
+    SO_TIMESTAMPNS receive timestamp), not when this thread came round to read it: with 200
+    sockets ready at once, the last is read milliseconds after the first, and that is the
+    client's own delay. How late this thread read is kept apart (`read_late`). What is read is
+    parsed after the measurement, so that the client takes as little CPU as it can from the
+    server it measures while it runs (a read that finds the data of several writes gets the
+    kernel's time of the last: reading promptly keeps that honest too)."""
 
     def __init__(self, port, cookie, viewers):
         super().__init__(daemon=True)
@@ -207,6 +228,8 @@ class Viewers(threading.Thread):
         for run_id in {viewer.run_id for viewer in viewers}:
             self.request[run_id] = (f"GET /runs/{run_id}/stream HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
                                     f"Cookie: {cookie}\r\nAccept: text/event-stream\r\n\r\n").encode()
+        self.read_late = []  # seconds from the kernel's receipt of data to this thread's read
+        self.unstamped = 0  # reads without a kernel timestamp (timed at the read instead)
         self.stopping = threading.Event()
 
     def run(self):
@@ -214,6 +237,7 @@ class Viewers(threading.Thread):
         for viewer in self.viewers:
             try:
                 viewer.sock = socket.create_connection((HOST, self.port), timeout=10)
+                viewer.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
                 viewer.opened = time.time()
                 viewer.sock.sendall(self.request[viewer.run_id])
                 viewer.sock.setblocking(False)
@@ -224,15 +248,21 @@ class Viewers(threading.Thread):
             for key, _ in selector.select(0.2):
                 viewer = key.data
                 try:
-                    data = viewer.sock.recv(65536)
+                    data, ancillary, _, _ = viewer.sock.recvmsg(65536, STAMP_SPACE)
                 except BlockingIOError:
                     continue
                 except OSError as exc:
-                    data, viewer.error = b"", f"{type(exc).__name__}: {exc}"
-                if data:
-                    viewer.received(data, time.time())
-                else:  # the server ended the stream
+                    data, ancillary, viewer.error = b"", [], f"{type(exc).__name__}: {exc}"
+                read_at = time.time()
+                if not data:  # the server ended the stream
                     selector.unregister(viewer.sock)
+                    continue
+                arrived = kernel_stamp(ancillary)
+                if arrived is None:
+                    self.unstamped += 1
+                    arrived = read_at
+                self.read_late.append(read_at - arrived)
+                viewer.reads.append((data, arrived))
         selector.close()
         for viewer in self.viewers:
             if viewer.sock is not None:
@@ -241,22 +271,38 @@ class Viewers(threading.Thread):
     def stop(self):
         self.stopping.set()
         self.join(10)
+        for viewer in self.viewers:
+            viewer.parse()
 
 
-def line_instant(entry_id, html) -> float | None:
-    """When the line was written: its own `at` if the event carries it precisely, else the Redis
-    stream entry id (milliseconds since the epoch)."""
-    match = AT_ATTRIBUTE.search(html)
-    if match:
-        try:
-            moment = datetime.fromisoformat(match.group(1))
-            if moment.microsecond and moment.tzinfo:
-                return moment.timestamp()
-        except ValueError:
-            pass
-    if entry_id and "-" in entry_id:
-        return int(entry_id.split("-", 1)[0]) / 1000
+def kernel_stamp(ancillary) -> float | None:
+    """The receive timestamp (epoch seconds) in a recvmsg's ancillary data, if any."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            seconds, nanos = struct.unpack("qq", data[:16])
+            return seconds + nanos / 1e9
     return None
+
+
+def written_at(conn, run_ids) -> dict[str, float]:
+    """When job code wrote each line still in the runs' Redis streams (the `at` its run context
+    gave it, in microseconds), by stream entry id."""
+    from webapp.execution import livelog
+
+    instants = {}
+    for run_id in run_ids:
+        last = "-"
+        while True:
+            batch = [(entry_id.decode(), fields) for entry_id, fields in
+                     conn.xrange(livelog.STREAM.format(run_id), min=last, count=5000)]
+            batch = [(entry_id, fields) for entry_id, fields in batch if entry_id != last]
+            if not batch:
+                break
+            for entry_id, fields in batch:
+                if fields.get(b"t") == b"line":
+                    instants[entry_id] = datetime.fromisoformat(fields[b"at"].decode()).timestamp()
+            last = batch[-1][0]
+    return instants
 
 
 class Memory(threading.Thread):
@@ -282,6 +328,50 @@ class Memory(threading.Thread):
     def stop(self):
         self.stopping.set()
         self.join(5)
+
+
+class CpuUse:
+    """CPU seconds used over a stretch of time by the processes of the benchmark, by kind, and by
+    the whole machine (others' too): what the server competed with on the shared CPUs."""
+
+    TICKS = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, groups: dict):
+        self.groups = groups  # name -> pids whose CPU (with their descendants') counts
+        self.started = self._sample()
+
+    def _sample(self):
+        used = {name: sum(self._process(pid) for pid in pids) for name, pids in self.groups.items()}
+        used["this client"] = time.process_time()
+        used["machine (all processes)"] = self._machine()
+        return time.monotonic(), used
+
+    def _process(self, pid) -> float:
+        total = 0.0
+        for each in [pid, *descendants(pid)]:
+            try:
+                with open(f"/proc/{each}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / self.TICKS  # utime, stime
+        return total
+
+    def _machine(self) -> float:
+        with open("/proc/stat") as stat:
+            ticks = [int(n) for n in stat.readline().split()[1:]]
+        return (sum(ticks) - ticks[3] - ticks[4]) / self.TICKS  # all but idle and iowait
+
+    def summary(self) -> str:
+        (start, before), (end, after) = self.started, self._sample()
+        return ", ".join(f"{name} {(after[name] - before[name]) / (end - start):.2f}" for name in after)
+
+
+def descendants(pid) -> list[int]:
+    found = []
+    for child in children(pid):
+        found += [child, *descendants(child)]
+    return found
 
 
 def rss_mb(pid) -> float:
@@ -391,11 +481,15 @@ def bench(options, env):
     timer = PageTimer(port, cookie, options.timeout)
     viewers = [Viewer(run_ids[n % len(run_ids)]) for n in range(options.viewers)]
     reader = Viewers(port, cookie, viewers)
+    cpu = CpuUse({"web": [web.pid], "job workers": [p.pid for p in env.processes.started if p is not web],
+                  "redis": [env.redis.proc.pid]})
     timer.start()
     reader.start()
     time.sleep(options.seconds)
+    cpu_use = cpu.summary()
     reader.stop()
     timer.stop()
+    written = written_at(env.app.extensions["redis"], run_ids)
     memory.stop()
     end_mb = memory.sample()
     web_processes = memory.samples[-1][2]
@@ -406,25 +500,56 @@ def bench(options, env):
     no_byte = [v for v in viewers if v.first_byte is None]
     refused = [v for v in viewers if v.status not in (None, 200)]
     waits = [v.first_byte - v.opened for v in viewers if v.first_byte is not None]
-    delays = [d for v in viewers for _, d in v.delays]
-    all_answered = max((v.first_byte for v in viewers if v.first_byte is not None), default=None)
-    steady = [d for v in viewers for at, d in v.delays if all_answered is not None and at >= all_answered]
     print(f"\nViewers: {len(viewers) - len(no_byte)} of {len(viewers)} got an answer, {len(no_byte)} got no byte"
           f"{f', {len(refused)} answered other than 200' if refused else ''}; time to the answer p50 "
           f"{ms(percentile(waits, 50))} ms, p95 {ms(percentile(waits, 95))} ms, max {ms(max(waits, default=None))} ms.")
     errors = sorted({v.error for v in viewers if v.error})
     for error in errors[:5]:
         print(f"  error: {error}")
-    print(f"Live lines: {len(delays):,} received after their viewer connected ({sum(v.backlog for v in viewers):,} "
-          f"older ones replayed); delay p50 {ms(percentile(delays, 50))} ms, p95 {ms(percentile(delays, 95))} ms, "
-          f"p99 {ms(percentile(delays, 99))} ms, max {ms(max(delays, default=None))} ms.")
-    print(f"  of which {len(steady):,} written after every viewer had its answer (no connection opening "
-          f"meanwhile): p50 {ms(percentile(steady, 50))} ms, p95 {ms(percentile(steady, 95))} ms, "
-          f"p99 {ms(percentile(steady, 99))} ms, max {ms(max(steady, default=None))} ms.")
+    line_figures(viewers, written, reader)
     peak = max(total for _, total, _ in memory.samples)
     print(f"Web memory (RSS, gunicorn master + workers, {web_processes} processes): before the viewers "
           f"{baseline_mb:.0f} MB, peak {peak:.0f} MB, at the end {end_mb:.0f} MB.")
+    print(f"CPUs busy while the viewers watched (of {os.cpu_count()}): {cpu_use}.")
     print(f"Load average at the end {load_average()}.")
+
+
+def spread(values) -> str:
+    return (f"p50 {ms(percentile(values, 50))} ms, p95 {ms(percentile(values, 95))} ms, "
+            f"p99 {ms(percentile(values, 99))} ms, max {ms(max(values, default=None))} ms")
+
+
+def line_figures(viewers, written, reader):
+    """Each line's delay from job code to each viewer's socket, and where it went."""
+    all_answered = max((v.first_byte for v in viewers if v.first_byte is not None), default=None)
+    delays, steady, arrivals, unknown, backlog = [], [], {}, 0, 0
+    for viewer in viewers:
+        for entry_id, arrived in viewer.lines:
+            at = written.get(entry_id)
+            if at is None:
+                unknown += 1
+                continue
+            if at < viewer.opened:
+                backlog += 1
+                continue
+            delays.append(arrived - at)
+            if all_answered is not None and at >= all_answered:
+                steady.append(arrived - at)
+            arrivals.setdefault(entry_id, []).append(arrived)
+    replayed = sum(v.replayed for v in viewers)
+    print(f"Live lines, from job code (the line's `at`) to the viewer's side of the socket (kernel receive time): "
+          f"{len(delays):,} written after their viewer connected ({backlog:,} older ones sent at connect"
+          f"{f', {replayed:,} replayed from the database' if replayed else ''}"
+          f"{f', {unknown:,} no longer in Redis to be timed' if unknown else ''}); {spread(delays)}.")
+    print(f"  of which {len(steady):,} written after every viewer had its answer (no connection opening "
+          f"meanwhile): {spread(steady)}.")
+    to_redis = [int(entry_id.split("-")[0]) / 1000 - written[entry_id] for entry_id in arrivals]
+    first = [min(times) - written[entry_id] for entry_id, times in arrivals.items()]
+    last = [max(times) - written[entry_id] for entry_id, times in arrivals.items()]
+    print(f"  per line ({len(arrivals):,} lines): job code to Redis (stream entry id, whole ms) {spread(to_redis)}; "
+          f"to its first viewer {spread(first)}; to its last viewer {spread(last)}.")
+    print(f"  client: read {spread(reader.read_late)} after the kernel received the data"
+          f"{f' ({reader.unstamped:,} reads without a kernel timestamp, timed at the read)' if reader.unstamped else ''}.")
 
 
 def main(argv=None):
