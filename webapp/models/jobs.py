@@ -32,6 +32,8 @@ class Job(db.Model):
         ),
         Index("ix_jobs_next_fire", "next_fire_at"),  # the dashboard's next planned fires
         Index("ix_jobs_last_status", "last_status"),  # the jobs list's status filter
+        # A queue's planned list (its job types' next fires), counted and paged from the index alone.
+        Index("ix_jobs_type_planned", "job_type", "state", "next_fire_at", "deleted_at", "domain_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

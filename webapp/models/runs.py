@@ -1,6 +1,6 @@
 from enum import StrEnum
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, event, inspect, or_, select, update
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, event, inspect, or_, select, text, update
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from webapp.extensions import db
@@ -59,6 +59,8 @@ class Run(db.Model):
         Index("ix_runs_status_id", "status", "id"),
         # "Retried as", and the foreign key's SET NULL when history is purged.
         Index("ix_runs_retry_of", "retry_of_id"),
+        # A queue's waiting list in its order: handed to RQ first, then held back, by id.
+        Index("ix_runs_status_waiting", "status", text("(enqueued_at IS NULL)"), "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

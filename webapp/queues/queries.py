@@ -19,7 +19,7 @@ from flask import current_app
 from redis.exceptions import RedisError
 from rq import Queue
 from rq import Worker as RQWorker
-from sqlalchemy import case, false, func, select, true
+from sqlalchemy import false, func, select, true
 from sqlalchemy.orm import aliased, contains_eager
 
 from webapp.auth.permissions import hidden_job_types, job_filter, jobs_query, runs_query, visible_domain_ids
@@ -32,7 +32,7 @@ from webapp.jobtypes import registry
 from webapp.models import Domain, Job, JobState, QueueState, Run, RunStatus
 from webapp.models.runs import ACTIVE_STATUSES
 from webapp.models.types import utcnow
-from webapp.pagination import paginate
+from webapp.pagination import Page, page_items, paginate
 from webapp.runs.present import hide_paths, shows_server_paths
 from webapp.runs.waiting import Waiting
 
@@ -41,7 +41,7 @@ PER_PAGE = 10
 TEXT_MAX = 100
 
 # Each list's columns: key -> (label, sort expression). Every column sorts.
-_POSITION = case((Run.enqueued_at.is_(None), 1), else_=0)  # handed to RQ first, then held back
+_POSITION = Run.enqueued_at.is_(None)  # handed to RQ first (false), then held back; ix_runs_status_waiting
 COLUMNS = {
     "running": {"run": ("Run", Run.id), "job": ("Job", Job.name), "domain": ("Domain", Domain.name),
                 "started": ("Started", Run.started_at), "progress": ("Progress", Run.progress),
@@ -219,13 +219,16 @@ class ListView:
 def list_view(user, state: ListState, args_apply: bool, mode: str = "plain") -> ListView:
     """One list, sorted/filtered/paged as the request says if `args_apply`, else its first page.
     `mode` is the queue's (queue_mode): what its waiting runs wait for."""
+    columns = COLUMNS[state.kind]
+    if not engine.types_on(state.queue):  # no job type runs on it (mail): nothing to ask the database
+        return ListView(state, Page([], 1, PER_PAGE, 0, DEFAULT_SORT[state.kind], "asc"), columns)
     base = _base(user, state)
     query = _filtered(base, state, mode)
-    columns = COLUMNS[state.kind]
     sortable = {key: expr for key, (label, expr) in columns.items()}
     tiebreak = Job.id if state.kind == "planned" else Run.id
     if args_apply:
-        page = paginate(query, sortable, DEFAULT_SORT[state.kind], per_page=PER_PAGE, tiebreak=tiebreak)
+        page = paginate(query, sortable, DEFAULT_SORT[state.kind], per_page=PER_PAGE, tiebreak=tiebreak,
+                        keys_first=True)
     else:
         page = _first_page(query, sortable[DEFAULT_SORT[state.kind]], tiebreak, state.kind)
     unfiltered = page.total if not state.active else db.session.scalar(
@@ -239,10 +242,9 @@ def list_view(user, state: ListState, args_apply: bool, mode: str = "plain") -> 
 
 
 def _first_page(query, column, tiebreak, kind):
-    from webapp.pagination import Page
-
     total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
-    items = db.session.scalars(query.order_by(column.asc(), tiebreak).limit(PER_PAGE)).all()
+    items = page_items(query, query.order_by(column.asc(), tiebreak), tiebreak, PER_PAGE, keys_first=True) \
+        if total else []
     return Page(items, 1, PER_PAGE, total, DEFAULT_SORT[kind], "asc")
 
 
@@ -277,18 +279,21 @@ def waiting_reasons(queue: str, runs, mode: str = "plain") -> tuple[dict, bool]:
     handed = [run for run in runs if run.enqueued_at is not None]
     held = [run for run in runs if run.enqueued_at is None]
     if handed:
-        try:
-            ids = Queue(queue, connection=redis_client.conn).get_job_ids()
-            positions = {job_id: index + 1 for index, job_id in enumerate(ids) if job_id.startswith(RUN_PREFIX)}
+        try:  # the page's own runs only (LPOS each, one round trip), not the queue's whole list
+            key = Queue(queue, connection=redis_client.conn).key
+            with redis_client.conn.pipeline(transaction=False) as pipe:
+                for run in handed:
+                    pipe.lpos(key, f"{RUN_PREFIX}{run.id}")
+                places = pipe.execute()
         except RedisError:
-            positions, redis_down = None, True
-        for run in handed:
-            if positions is None:
+            places, redis_down = None, True
+        for index, run in enumerate(handed):
+            if places is None:
                 reasons[run.id] = Waiting("unknown", queue=queue)
+            elif places[index] is None:
+                reasons[run.id] = Waiting("starting", queue=queue)
             else:
-                position = positions.get(f"{RUN_PREFIX}{run.id}")
-                reasons[run.id] = Waiting("queue", queue=queue, position=position) if position else \
-                    Waiting("starting", queue=queue)
+                reasons[run.id] = Waiting("queue", queue=queue, position=places[index] + 1)
     if held:
         reasons.update(_serial_line(queue, held) if engine.is_serial(queue) else _behind_own_job(held))
     if mode == "paused":
