@@ -3,6 +3,7 @@ it), and delete only a domain nothing refers to. Each change is audited under `a
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from webapp.extensions import db
 from webapp.models import AuditEvent, Domain, Job, User
@@ -81,6 +82,38 @@ def _check_name(name: str, domain: Domain | None = None) -> str:
     return name
 
 
+OID_MAX = 100  # the column's length
+
+
+def _check_oid(oid: str | None, domain: Domain | None = None) -> str | None:
+    """The domain's OID (StudyOID) as ODM files name it: optional, unique, at most 100
+    characters, without spaces or control characters (an OID is compared exactly)."""
+    oid = (oid or "").strip()
+    if not oid:
+        return None
+    if len(oid) > OID_MAX:
+        raise DomainError(f"An OID has at most {OID_MAX} characters.", "oid")
+    if any(char.isspace() or not char.isprintable() for char in oid):
+        raise DomainError("An OID has no spaces or control characters: give it as the files' StudyOID has it, "
+                          "for example STUDY-A.", "oid")
+    clash = select(Domain.name).where(Domain.oid == oid)
+    if domain is not None:
+        clash = clash.where(Domain.id != domain.id)
+    taken_by = db.session.scalar(clash)
+    if taken_by is not None:
+        raise DomainError(f"The OID “{oid}” is already that of “{taken_by}”: each domain's OID is its own.", "oid")
+    return oid
+
+
+def _commit(oid: str | None) -> None:
+    """Commit; a unique OID taken by another save since the check gets the check's message."""
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise DomainError(f"The OID “{oid}” was just given to another domain: choose another.", "oid") from None
+
+
 def _check_parent(domain: Domain | None, parent: Domain | None) -> None:
     if domain is None or parent is None:
         return
@@ -99,29 +132,40 @@ def _path(domain: Domain | None) -> str:
     return " / ".join(reversed(names))
 
 
-def create(name: str, parent: Domain | None, *, actor) -> Domain:
-    domain = Domain(name=_check_name(name), parent=parent)
+def create(name: str, parent: Domain | None, *, actor, oid: str | None = None) -> Domain:
+    name = _check_name(name)
+    oid = _check_oid(oid)
+    domain = Domain(name=name, parent=parent, oid=oid)
     db.session.add(domain)
-    db.session.flush()
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        raise DomainError(f"The OID “{oid}” was just given to another domain: choose another.", "oid") from None
     record("create", "domain", domain, actor=actor,
-           after={"name": domain.name, "parent": parent.name if parent else ""})
-    db.session.commit()
+           after={"name": domain.name, "parent": parent.name if parent else "", **({"oid": oid} if oid else {})})
+    _commit(oid)
     return domain
 
 
-def update(domain: Domain, name: str, parent: Domain | None, *, actor) -> bool:
-    """Rename and move; False when nothing changed."""
+def update(domain: Domain, name: str, parent: Domain | None, *, actor, oid: str | None = None) -> bool:
+    """Rename, move and set the OID; False when nothing changed."""
     name = _check_name(name, domain)
+    oid = _check_oid(oid, domain)
     _check_parent(domain, parent)
-    before = {"name": domain.name, "parent": domain.parent.name if domain.parent else ""}
-    domain.name, domain.parent = name, parent
-    after = {"name": domain.name, "parent": parent.name if parent else ""}
+    before = {"name": domain.name, "parent": domain.parent.name if domain.parent else "", "oid": domain.oid or ""}
+    after = {"name": name, "parent": parent.name if parent else "", "oid": oid or ""}
     if before == after:
         return False
-    action = "rename" if before["parent"] == after["parent"] else "move"
-    record(action, "domain", domain, actor=actor, before=before, after=after,
-           message=f"now {_path(domain)}")
-    db.session.commit()
+    domain.name, domain.parent, domain.oid = name, parent, oid
+    changed = {key for key in before if before[key] != after[key]}
+    # One record a save, named by its biggest change (a move changes who sees the domain's jobs);
+    # name and place always, the OID when it changed.
+    action = "move" if "parent" in changed else "rename" if "name" in changed else "edit"
+    shown = ("name", "parent", "oid") if "oid" in changed else ("name", "parent")
+    record(action, "domain", domain, actor=actor, before={key: before[key] for key in shown},
+           after={key: after[key] for key in shown}, message=f"now {_path(domain)}")
+    _commit(oid)
     return True
 
 

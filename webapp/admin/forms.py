@@ -124,6 +124,10 @@ class TokenForm(FlaskForm):
 
 class DomainForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired(message="Give the domain a name."), Length(max=120)])
+    # Checked by domains._check_oid (unique, no spaces), so that the page and the code say the same.
+    oid = StringField("OID (StudyOID)", validators=[Length(max=100, message="An OID has at most 100 characters.")],
+                      description="The StudyOID its ODM files carry, such as STUDY-A: an import job takes a file "
+                                  "only into the domain it names. Optional.")
     # Any domain id is taken here: domains.update says why a domain cannot be the parent.
     parent_id = SelectField("Under", coerce=_optional_id, validate_choice=False,
                             description="The domain it belongs to; none for a top-level domain.")
