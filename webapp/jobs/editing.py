@@ -18,6 +18,7 @@ from webapp.auth import permissions
 from webapp.auth.permissions import domains_for_new_jobs, sees_installation_jobs
 from webapp.extensions import db
 from webapp.guards import MAX_ID
+from webapp.jobs import typepages
 from webapp.jobtypes import registry
 from webapp.mail_addresses import valid_recipients
 from webapp.models import AuditEvent, Domain, Job, JobState, Scope
@@ -269,6 +270,9 @@ def check(user, data: JobInput, job: Job | None = None, *, now: datetime | None 
             errors["job_type"] = "Choose one of the listed job types."
             job_type = None
         scope, domain_id = _check_execution(user, data, errors)
+        if scope == Scope.INSTALLATION and typepages.needs_domain(job_type) and "scope" not in errors:
+            errors["scope"] = (f"{job_type.label} jobs run in a domain (a study or site), not by installation: "
+                               "choose By domain and the domain.")
 
     params = _check_params(job_type, data.params, errors) if job_type else {}
     try:

@@ -9,9 +9,11 @@ from wtforms.validators import Length
 from wtforms.widgets import CheckboxInput, DateTimeLocalInput, ListWidget, NumberInput
 
 from webapp.auth.permissions import sees_installation_jobs
-from webapp.jobs import editing
+from webapp.extensions import db
+from webapp.jobs import editing, typepages
 from webapp.jobs.editing import PARAM_PREFIX, PLAN_PREFIX, JobInput
-from webapp.models import Scope
+from webapp.jobtypes import registry
+from webapp.models import Dataset, Domain, Scope
 from webapp.scheduling.plans import DAY_NAMES, MAX_EVERY, MAX_POLL_SECONDS, MIN_POLL_SECONDS, TEXT_LIMITS, PlanError
 
 
@@ -209,22 +211,27 @@ class ParamsForm(Form):
         return values
 
 
-def params_form(job_type, formdata=None, data=None) -> ParamsForm:
-    """A form with one field per parameter: Float/Integer -> number, Boolean -> check box,
-    anything else -> text; the label from the field's metadata "label"."""
+def params_form(job_type, formdata=None, data=None, user=None) -> ParamsForm:
+    """A form with one field per parameter: Float/Integer -> number, Boolean -> check box, a
+    field with choices -> a list to choose from, anything else -> text; the label from the
+    field's metadata "label", the hint from its "description" (or "help")."""
     schema = job_type.params()
-    attrs = {name: _param_field(name, spec) for name, spec in schema.fields.items()}
+    attrs = {name: _param_field(name, spec, user) for name, spec in schema.fields.items()}
     form_class = type("ParamsForm", (ParamsForm,), attrs)
     values = {name: _default_of(spec) for name, spec in schema.fields.items()}
     values.update({k: _shown(v) for k, v in (data or {}).items() if k in values})
     return form_class(formdata, data=values, prefix=PARAM_PREFIX)
 
 
-def _param_field(name, spec):
+def _param_field(name, spec, user=None):
     label = spec.metadata.get("label") or name.replace("_", " ").capitalize()
-    description = spec.metadata.get("description", "")
+    description = spec.metadata.get("description") or spec.metadata.get("help", "")
     if isinstance(spec, mfields.Boolean):
         return BooleanField(label, description=description)
+    choices = _choices_of(spec, user)
+    if choices is not None:
+        return SelectField(label, description=description, validate_choice=False,
+                           choices=[Choice("", "Choose…")] + [Choice(str(value), text) for value, text in choices])
     if isinstance(spec, mfields.Number):
         bounds = {}
         for validator in spec.validators:
@@ -233,6 +240,36 @@ def _param_field(name, spec):
         step = 1 if isinstance(spec, mfields.Integer) else "any"
         return StringField(label, description=description, widget=NumberInput(step=step, **bounds))
     return StringField(label, description=description)
+
+
+def _choices_of(spec, user) -> list[tuple] | None:
+    """(value, label) pairs a parameter takes: its metadata "choices" (a list, or a function of
+    the user, such as the datasets they may see), else its OneOf validator; None for free text.
+    The schema checks the value either way: a list offers, it does not decide."""
+    declared = spec.metadata.get("choices")
+    if isinstance(declared, str):  # a list the console knows how to make for the user, by name
+        declared = NAMED_CHOICES[declared]
+    if callable(declared):
+        return [tuple(choice) for choice in declared(user)]
+    if declared is not None:
+        return [tuple(choice) if isinstance(choice, (list, tuple)) else (choice, choice) for choice in declared]
+    for validator in spec.validators:
+        if isinstance(validator, validate.OneOf):
+            return list(validator.options())
+    return None
+
+
+def dataset_choices(user) -> list[tuple[int, str]]:
+    """(id, "Vitals · Study A") of every dataset the user may see, by name then domain."""
+    from webapp.auth.permissions import datasets_query  # the datasets' visibility rule, with the datasets
+
+    rows = db.session.execute(datasets_query(user).with_only_columns(Dataset.id, Dataset.name, Domain.name)
+                              .join(Domain, Domain.id == Dataset.domain_id)).all()
+    return [(row[0], f"{row[1]} · {row[2]}") for row in sorted(rows, key=lambda r: (r[1].lower(), r[2].lower()))]
+
+
+# Choices a parameter names in its metadata ("choices": "datasets").
+NAMED_CHOICES = {"datasets": dataset_choices}
 
 
 def _default_of(spec):
@@ -257,10 +294,13 @@ def job_form(user, job=None, saving=False, posted=True):
     choices `user` may make. Unless the form is being saved, a schedule kind the chosen type
     does not offer (after a switch of type) falls back to "disabled"; saving such a kind is
     refused instead."""
-    initial = _settings_of(job)
+    types = editing.creatable_types(user, job)
+    # A new job starts as the type asked for (?type=, from a New import job button), else the first.
+    wanted = next((jt for jt in types if jt.key == request.args.get("type")), types[0] if types else None) \
+        if job is None else None
+    initial = _settings_of(job, wanted)
     posted = posted and request.method == "POST"
     form = JobForm(data=initial) if posted else JobForm(formdata=None, data=initial)
-    types = editing.creatable_types(user, job)
     if job is not None and job.system:
         form.job_type.data = job.job_type
         form.type_fixed = True
@@ -269,6 +309,11 @@ def job_form(user, job=None, saving=False, posted=True):
     job_type = editing.job_type_or_none(form.job_type.data)
     kinds = editing.plan_kinds(job_type)
     form.set_choices(types, kinds, editing.domain_choices(user), sees_installation_jobs(user))
+    if job is None:
+        # A kind switched to starts from the default plan of the type shown, not of the one asked for.
+        initial["plan"] = plan_data(typepages.default_plan(job_type))
+        if posted:
+            _follow_default_plan(form, job_type)
     if not form.plan.kind.data or (form.plan.kind.data not in kinds and not saving):
         form.plan.kind.data = "disabled"
     form.plan.start_switched_fields(initial["plan"])
@@ -276,15 +321,35 @@ def job_form(user, job=None, saving=False, posted=True):
     if job_type is not None:
         own = posted and form.params_for.data in (None, "", job_type.key)
         stored = job.params if job is not None and job.job_type == job_type.key else None
-        params = params_form(job_type, request.form if own else None, stored)
+        params = params_form(job_type, request.form if own else None, stored, user=user)
         form.params_for.data = job_type.key
     return form, params, job_type
 
 
-def _settings_of(job) -> dict:
-    """The form's initial data: the job's settings, or a new job's defaults."""
+def _follow_default_plan(form, job_type) -> None:
+    """A new job's type was switched: if its plan is still the one the former type started
+    with, the new type's default plan takes its place (a plan the user changed stays)."""
+    former = editing.job_type_or_none(form.params_for.data) if form.params_for.data else None
+    if job_type is None or former is None or former.key == job_type.key:
+        return
+    started = plan_data(typepages.default_plan(former))
+    plan = form.plan.form
+    untouched = plan.kind.data == started["kind"] and all(
+        str(plan[name].data) == str(value) for name, value in started.items()
+        if name in plan._fields and name not in ("kind", "shown_kind", "start"))
+    if not untouched:
+        return
+    for name, value in plan_data(typepages.default_plan(job_type)).items():
+        if name in plan._fields:
+            plan[name].data = value
+
+
+def _settings_of(job, wanted_type: registry.JobType | None = None) -> dict:
+    """The form's initial data: the job's settings, or a new job's defaults (with `wanted_type`,
+    the type a New import job button asks for, chosen and its default plan preselected)."""
     if job is None:
-        return {"scope": Scope.DOMAIN.value, "plan": plan_data(None)}
+        return {"scope": Scope.DOMAIN.value, "job_type": wanted_type.key if wanted_type else None,
+                "plan": plan_data(typepages.default_plan(wanted_type))}
     return {"name": job.name, "description": job.description, "job_type": job.job_type, "scope": job.scope,
             "domain_id": str(job.domain_id or ""), "plan": plan_data(job.plan),
             "report_enabled": job.report_enabled, "report_recipients": job.report_recipients,

@@ -10,7 +10,7 @@ from webapp.auth.permissions import get_job_or_404
 from webapp.execution import dispatch
 from webapp.extensions import db
 from webapp.forms import ConfirmForm
-from webapp.jobs import editing, tabs
+from webapp.jobs import editing, tabs, typepages
 from webapp.jobs.forms import RunNowForm, job_form, plan_preview_of
 from webapp.jobs.routes import bp
 from webapp.jobtypes import registry
@@ -253,6 +253,7 @@ def _render_form(form, params, job_type, job, refused=False, conflict=None):
 def _form_context(form, params, job_type, job):
     key = {"job_id": job.id} if job is not None else {}
     return dict(form=form, params=params, job_type=job_type, job=job, preview=plan_preview_of(form, job_type, job),
+                facts=typepages.form_facts(job_type, current_user), domain_note=typepages.domain_note(job_type),
                 type_fields_url=url_for("jobs.type_fields", **key),
                 plan_fields_url=url_for("jobs.plan_fields", **key),
                 preview_url=url_for("jobs.plan_preview", **key))

@@ -2,14 +2,16 @@
 run (a job's own runs are read by its page's tabs, webapp/jobs/tabs.py)."""
 from datetime import date
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import String, case, cast, func, or_, select
 from sqlalchemy.orm import contains_eager
 
 from webapp.auth.permissions import jobs_query
 from webapp.extensions import db
+from webapp.jobs import columns, typepages
+from webapp.jobs.columns import NullsLast
 from webapp.jobs.finding import FIND_MAX, fire_time_clause, like_pattern
 from webapp.jobtypes import registry
-from webapp.models import Domain, Job, LogRead, Run, RunStatus
+from webapp.models import Dataset, Domain, Job, LogRead, Run, RunStatus
 from webapp.models.runs import ACTIVE_STATUSES
 from webapp.presenters import declared_list_columns
 
@@ -32,19 +34,6 @@ def latest_runs(job_ids) -> dict[int, Run]:
     return {run.job_id: run for run in db.session.scalars(select(Run).where(Run.id.in_(latest)))}
 
 
-class NullsLast:
-    """A sort key whose empty values come last in both directions (paginate calls asc/desc)."""
-
-    def __init__(self, expression):
-        self.expression = expression
-
-    def asc(self):
-        return self.expression.asc().nulls_last()
-
-    def desc(self):
-        return self.expression.desc().nulls_last()
-
-
 def _unread_first(user):
     """0 while the job's latest run has log lines `user` has not read (reads.is_unread), 1 once
     read, NULL for a job that never ran: the same one seek per job as the status, with the
@@ -57,18 +46,15 @@ def _unread_first(user):
             .where(Run.id == Job.last_run_id).correlate(Job).scalar_subquery())
 
 
-def job_sorts(user) -> dict:
-    """Every column of the list, by the key its header puts in ?sort=."""
-    labels = {jt.key: jt.label.lower() for jt in registry.all_types()}
+def job_sorts(user, view_columns=()) -> dict:
+    """Every column of the list, by the key its header puts in ?sort=: those of every view
+    (type, execution, domain) and those of the view shown (`view_columns`, webapp/jobs/columns.py)."""
     plan_kind = Job.plan["kind"].as_string()
     return {
         "status": NullsLast(case(_STATUS_RANK, value=Job.last_status)),
         "log": NullsLast(_unread_first(user)),
         "name": Job.name,
-        # By the label the column shows; a type no longer installed by its stored key.
-        "type": case(labels, value=Job.job_type, else_=Job.job_type) if labels else Job.job_type,
-        "scope": Job.scope,
-        "domain": NullsLast(Domain.name),
+        **{column.key: column.sort(user) for column in (*columns.DEFAULT, *view_columns)},
         # By kind; a disabled plan has no schedule and counts as empty.
         "plan": NullsLast(case((plan_kind == "disabled", None), else_=plan_kind)),
         "previous": NullsLast(Job.prev_fire_at),
@@ -100,17 +86,24 @@ def type_counts(query) -> dict[str, int]:
 
 
 def find_clause(find: str, zone, today: date):
-    """Name, description, domain, job type (key or label), dataset and the parameters type views
-    show, or a fire time typed as a date or time; % and _ are literal."""
+    """Name, description, domain (name or OID), job type (key or label), dataset (its name), the
+    parameters type views show, the plan's kind and period (daily, weekly, monthly, hours ...),
+    or a fire time typed as a date or time; % and _ are literal."""
     text = find.strip()[:FIND_MAX]
     like = like_pattern(text)
     found = [Job.name.ilike(like, escape="\\"), Job.description.ilike(like, escape="\\"),
-             Domain.name.ilike(like, escape="\\"), Job.job_type.ilike(like, escape="\\")]
+             Domain.name.ilike(like, escape="\\"), Domain.oid.ilike(like, escape="\\"),
+             Job.job_type.ilike(like, escape="\\")]
     by_label = [jt.key for jt in registry.all_types() if text.lower() in jt.label.lower()]
     if by_label:
         found.append(Job.job_type.in_(by_label))
-    for key in sorted({"dataset"} | {key for jt in registry.all_types() for key, _ in declared_list_columns(jt)}):
+    shown = {key for jt in registry.all_types() for key, _ in declared_list_columns(jt)} | typepages.find_params()
+    for key in sorted({"dataset"} | shown):
         found.append(Job.params[key].as_string().ilike(like, escape="\\"))
+    found.append(columns.param_text("dataset").in_(
+        select(cast(Dataset.id, String)).where(Dataset.name.ilike(like, escape="\\"))))
+    for key in ("kind", "repeat", "unit"):
+        found.append(Job.plan[key].as_string().ilike(like, escape="\\"))
     when = fire_time_clause(text, (Job.prev_fire_at, Job.next_fire_at), zone, today)
     if when is not None:
         found.append(when)

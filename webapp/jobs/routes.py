@@ -15,7 +15,8 @@ from webapp.auth.permissions import jobs_query
 from webapp.execution import dispatch
 from webapp.extensions import db
 from webapp.forms import ConfirmForm
-from webapp.jobs import editing, queries
+from webapp.jobs import columns as job_columns
+from webapp.jobs import editing, queries, typepages
 from webapp.jobs.finding import FIND_MAX
 from webapp.jobtypes import registry
 from webapp.models import Job, Run, Trigger
@@ -82,14 +83,13 @@ def list():
     found = queries.list_query(current_user, state.find, state.statuses, zone=zone,
                                today=utcnow().astimezone(zone).date())
     counts = queries.type_counts(found)
-    job_type = registry.get(state.job_type) if registry.is_known(state.job_type) else None
-    columns = presenters.list_columns(job_type) if state.job_type else []
-    sorts = {**queries.job_sorts(current_user), **{f"p.{key}": queries.NullsLast(Job.params[key].as_string())
-                                       for key, _ in columns}}
-    page = paginate(queries.of_type(found, state.job_type), sorts, "name", tiebreak=Job.id)
+    columns = typepages.columns_of(state.job_type)
+    page = paginate(queries.of_type(found, state.job_type), queries.job_sorts(current_user, columns), "name",
+                    tiebreak=Job.id)
     latest = queries.latest_runs([job.id for job in page.items])
     context = dict(page=page, latest=latest, unread=unread_run_ids(current_user, latest.values()),
                    state=state, tabs=_tabs(state, counts), columns=columns, form=ConfirmForm(),
+                   cells=job_columns.cells(columns, page.items), view=_view(state.job_type),
                    status_filters=STATUS_FILTERS,
                    ticked={editing.parse_id(i) for i in request.args.getlist("job_id")} - {None},
                    active=any(run.status in ACTIVE_STATUSES for run in latest.values()),
@@ -97,6 +97,33 @@ def list():
     if request.htmx and request.htmx.target == "jobs-table":
         return render_template("jobs/_table.html", **context)
     return render_template("jobs/list.html", **context)
+
+
+@dataclass(frozen=True)
+class View:
+    """What the page around the table says for the view shown: its heading, its New button
+    (None: the type cannot be created here) and what the find box matches."""
+
+    title: str = "Jobs"
+    new_label: str = "New job"
+    new_url: str | None = None
+    plan_label: str = "Plan"
+    find_placeholder: str = "Name, type, domain, dataset, date, 06:00"
+    find_hint: str = ("Matches name, description, domain, job type and dataset, and previous or next fire times "
+                      "typed as a date (2026-11-22) or a time (06:00).")
+    missing: str = ""  # the page's type is not installed
+
+
+def _view(key: str) -> View:
+    page = typepages.page_of(key)
+    if page is None:
+        return View(new_url=url_for("jobs.new"))
+    creatable = key in {jt.key for jt in editing.creatable_types(current_user)}
+    missing = "" if registry.is_known(key) else \
+        f"No job type for {page.title.lower()} is installed on this server, so none can be created yet."
+    return View(title=page.title, new_label=page.new_label, new_url=url_for("jobs.new", type=key) if creatable else None,
+                plan_label=page.plan_label, find_placeholder=page.find_placeholder, find_hint=page.find_hint,
+                missing=missing)
 
 
 def _seconds_to_next_fire(jobs) -> int | None:
@@ -112,8 +139,15 @@ def _tabs(state: ListState, counts: dict) -> list[tuple[str, str, int]]:
     """(type key, label, jobs) of the views: All, then each type present by label (and the one
     asked for, even when nothing is found of it)."""
     keys = set(counts) | ({state.job_type} if state.job_type else set())
-    labelled = sorted((registry.get(key).label if registry.is_known(key) else key, key) for key in keys)
+    labelled = sorted((_tab_label(key), key) for key in keys)
     return [("", "All", sum(counts.values()))] + [(key, label, counts.get(key, 0)) for label, key in labelled]
+
+
+def _tab_label(key: str) -> str:
+    if registry.is_known(key):
+        return registry.get(key).label
+    page = typepages.page_of(key)
+    return page.title if page is not None else key
 
 
 def _ticked() -> tuple[list[Job], int]:
