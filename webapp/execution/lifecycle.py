@@ -6,6 +6,7 @@ When a run has ended (its end committed), the finish hooks run in order, each on
 failing hook is logged and never changes how the run ended nor stops the others. The report
 email is the first; chains, pause-on-failure and script clean-up register theirs with
 `on_finish(fn)`; fn gets an `Ended`."""
+import functools
 import logging
 import os
 import socket
@@ -102,18 +103,18 @@ def claim(run_id: int, worker: str, live: bool = True, ending: "Ending | None" =
     (one commit between two runs instead of two). `live=False`: the caller marks the live
     start of this run, and the live end of `ending`, itself (the worker sends both with RQ's
     record of the start: one round trip)."""
-    row = db.session.execute(_CLAIM, {"run_id": run_id, "queued": RunStatus.QUEUED,
-                                      "in_progress": RunStatus.IN_PROGRESS, "started_at": utcnow(),
-                                      "worker": worker, "queue": queue}).one_or_none()
+    together = db.session.get_bind().dialect.name == "postgresql"
+    row = db.session.execute(_CLAIM_AND_MARK if together else _CLAIM,
+                             {"run_id": run_id, "queued": RunStatus.QUEUED, "in_progress": RunStatus.IN_PROGRESS,
+                              "started_at": utcnow(), "worker": worker, "queue": queue}).one_or_none()
     if row is None and queue is not None:
         held = db.session.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.QUEUED)
                                   .values(enqueued_at=None).execution_options(synchronize_session=False))
         if held.rowcount:
             log.info("run=%s not started: queue %s is paused; it waits for the resume", run_id, queue)
-    if row is not None:  # the job's last status follows its latest run (Job.last_status)
-        db.session.execute(update(Job).where(Job.id == row.job_id, Job.last_run_id == run_id)
-                           .values(last_status=RunStatus.IN_PROGRESS, updated_at=Job.updated_at)
-                           .execution_options(synchronize_session=False))
+    if row is not None and not together:  # the job's last status follows its latest run (Job.last_status)
+        db.session.execute(_MARK_LATEST, {"job_id": row.job_id, "run_id": run_id,
+                                          "in_progress": RunStatus.IN_PROGRESS})
     db.session.commit()
     if ending is not None:
         ending.announce(mark_live=live)
@@ -131,30 +132,45 @@ def claim(run_id: int, worker: str, live: bool = True, ending: "Ending | None" =
     return claimed
 
 
-def _claim_statement():
-    # Written out: SQLAlchemy renders RETURNING columns unqualified for SQLite, which makes the
-    # subqueries' columns ambiguous. Both SQLite (3.35+) and PostgreSQL take it as it is.
-    runs, jobs = Run.__table__.c, Job.__table__.c
-    return text("""
+# The claim, written out: SQLAlchemy renders RETURNING columns unqualified for SQLite, which
+# makes the subqueries' columns ambiguous. Both SQLite (3.35+) and PostgreSQL take it as it is.
+_CLAIM_UPDATE = """
         UPDATE runs SET status = :in_progress, started_at = :started_at, worker_name = :worker
         WHERE id = :run_id AND status = :queued
-          AND NOT EXISTS (SELECT 1 FROM queue_states q WHERE q.name = :queue AND q.paused_at IS NOT NULL)
+          AND NOT EXISTS (SELECT 1 FROM queue_states q WHERE q.name = :queue AND q.paused_at IS NOT NULL)"""
+
+
+def _claim_statement(sql):
+    runs, jobs = Run.__table__.c, Job.__table__.c
+    return text(sql).bindparams(
+        bindparam("started_at", type_=runs.started_at.type), bindparam("queued", type_=runs.status.type),
+        bindparam("in_progress", type_=runs.status.type), bindparam("queue", type_=QueueState.__table__.c.name.type)
+    ).columns(job_id=runs.job_id.type, args=runs.args.type, job_type=jobs.job_type.type, params=jobs.params.type,
+              report_enabled=jobs.report_enabled.type, run_as_id=jobs.run_as_id.type,
+              run_as_name=User.__table__.c.username.type)
+
+
+_CLAIM = _claim_statement(_CLAIM_UPDATE + """
         RETURNING job_id, args,
             (SELECT j.job_type FROM jobs j WHERE j.id = runs.job_id) AS job_type,
             (SELECT j.params FROM jobs j WHERE j.id = runs.job_id) AS params,
             (SELECT j.report_enabled FROM jobs j WHERE j.id = runs.job_id) AS report_enabled,
             (SELECT j.run_as_id FROM jobs j WHERE j.id = runs.job_id) AS run_as_id,
             (SELECT u.username FROM jobs j JOIN users u ON u.id = j.run_as_id WHERE j.id = runs.job_id)
-                AS run_as_name
-    """).bindparams(bindparam("started_at", type_=runs.started_at.type),
-                    bindparam("queued", type_=runs.status.type), bindparam("in_progress", type_=runs.status.type),
-                    bindparam("queue", type_=QueueState.__table__.c.name.type)
-                    ).columns(job_id=runs.job_id.type, args=runs.args.type, job_type=jobs.job_type.type,
-                              params=jobs.params.type, report_enabled=jobs.report_enabled.type,
-                              run_as_id=jobs.run_as_id.type, run_as_name=User.__table__.c.username.type)
-
-
-_CLAIM = _claim_statement()
+                AS run_as_name""")
+# The job's last status follows its latest run (Job.last_status); updated_at stays: not an edit.
+_MARK_LATEST_SET = "UPDATE jobs SET last_status = :in_progress"
+_MARK_LATEST = text(_MARK_LATEST_SET + " WHERE id = :job_id AND last_run_id = :run_id").bindparams(
+    bindparam("in_progress", type_=Run.__table__.c.status.type))
+# PostgreSQL: the claim and that mark in one statement, one round trip. The job's row is read
+# from the statement's snapshot: the mark changes nothing the claim returns.
+_CLAIM_AND_MARK = _claim_statement(f"""
+        WITH claimed AS ({_CLAIM_UPDATE}
+            RETURNING job_id, args),
+        latest AS ({_MARK_LATEST_SET} FROM claimed
+            WHERE jobs.id = claimed.job_id AND jobs.last_run_id = :run_id)
+        SELECT c.job_id, c.args, j.job_type, j.params, j.report_enabled, j.run_as_id, u.username AS run_as_name
+        FROM claimed c JOIN jobs j ON j.id = c.job_id LEFT JOIN users u ON u.id = j.run_as_id""")
 
 
 # --- finish ---------------------------------------------------------------------------------
@@ -211,15 +227,15 @@ def end_run(run_id: int, status: str, message: str = "", ctx=None,
         db.session.rollback()
         return None
     job_type = Job.lock(job_id, ended=(run_id, status))
-    result = db.session.execute(update(Run).where(Run.id == run_id, Run.status.in_(only))
-                                .values(**_end_values(status, message, ctx, lines))
-                                .execution_options(synchronize_session=False))
+    values = _end_values(status, message, ctx, lines)
+    result = db.session.execute(_end_statement(tuple(values)), {"run_id": run_id, "only": list(only),
+                                                                **{f"new_{k}": v for k, v in values.items()}})
     if result.rowcount != 1:
         db.session.rollback()
         return None
     lines = ctx.lines if ctx is not None else lines
     if lines:
-        db.session.execute(insert(RunLogLine.__table__), [
+        db.session.execute(_INSERT_LINES, [
             {"run_id": run_id, "seq": line["seq"], "at": line["at"], "level": line["level"],
              "message": line["message"]} for line in lines
         ])
@@ -234,6 +250,18 @@ def end_run(run_id: int, status: str, message: str = "", ctx=None,
     if audit is not None:
         audit()
     return Ending(Ended(run_id, job_id, status, bool(reports)), following)
+
+
+@functools.cache
+def _end_statement(columns: tuple[str, ...]):
+    """UPDATE of a run's end, for one set of columns, built once (a run ends in one of three
+    shapes: with the horse's outcome, with lines kept in Redis, or with neither)."""
+    runs = Run.__table__
+    return (update(runs).where(runs.c.id == bindparam("run_id"), runs.c.status.in_(bindparam("only", expanding=True)))
+            .values({name: bindparam(f"new_{name}") for name in columns}))
+
+
+_INSERT_LINES = insert(RunLogLine.__table__)
 
 
 def _end_values(status, message, ctx, lines) -> dict:
@@ -297,23 +325,21 @@ def pick_next(job_id: int, check_busy: bool = True, job_type: str | None = None)
     queue = queues.queue_of(job_type) if job_type is not None else None
     if queue is not None and queues.is_serial(queue):
         return queues.next_for_serial(queue)
-    if check_busy and db.session.scalar(
-        select(Run.id).where(
-            Run.job_id == job_id,
-            (Run.status == RunStatus.IN_PROGRESS)
-            | ((Run.status == RunStatus.QUEUED) & Run.enqueued_at.isnot(None)),
-        ).limit(1)
-    ) is not None:
+    if check_busy and db.session.scalar(_BUSY, {"job_id": job_id}) is not None:
         return None
-    waiting = db.session.scalar(
-        select(Run).where(Run.job_id == job_id, Run.status == RunStatus.QUEUED, Run.enqueued_at.is_(None))
-        .order_by(Run.id).limit(1)
-    )
+    waiting = db.session.scalar(_NEXT_WAITING, {"job_id": job_id})
     if waiting is not None and queue is not None and not queues.Gates([queue]).admits(queue):
         return None  # its queue is paused: resume hands it over
     if waiting is not None:
         waiting.enqueued_at = utcnow()
     return waiting
+
+
+# Built once: a run's end asks them every time.
+_BUSY = select(Run.id).where(Run.job_id == bindparam("job_id"), (Run.status == RunStatus.IN_PROGRESS)
+                             | ((Run.status == RunStatus.QUEUED) & Run.enqueued_at.isnot(None))).limit(1)
+_NEXT_WAITING = (select(Run).where(Run.job_id == bindparam("job_id"), Run.status == RunStatus.QUEUED,
+                                   Run.enqueued_at.is_(None)).order_by(Run.id).limit(1))
 
 
 def enqueue(run: Run) -> bool:
