@@ -39,6 +39,7 @@ def test_create_an_interval_job_seeing_its_fire_times_before_saving(ctx, live_se
     page.get_by_label("Description").fill("Checks the workers every six hours.")
     page.get_by_label("By installation").check()
     expect(page.get_by_label("Execution domain")).to_be_hidden()  # by installation: no domain to choose
+    page.get_by_label("Job type").select_option("system.selftest")
     page.get_by_label("Duration (seconds)").fill("1")
 
     # Choosing a schedule kind swaps in its fields ...
