@@ -6,6 +6,7 @@ batch) and compared with the values stored for its subjects (one query); only ne
 values are written (PostgreSQL: COPY into a staging table and one upsert; SQLite: executemany). Changed values are audited old -> new in
 bulk under the importing user. Nothing is committed until the whole file has been read: a
 file that fails anywhere leaves nothing behind (the caller rolls back)."""
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -65,18 +66,24 @@ def import_file(path: str, domain_id: int, actor: Actor, run_id: int | None = No
     reader = OdmReader(path)
     stats = FileStats()
     keys = None
-    for part in reader:
-        if isinstance(part, ClinicalData):
-            target = domains.get(part.study_oid)
-            if target is None:
-                raise ImportRefused(_not_ours(part.study_oid, home, domains))
-            keys = KeyMap(target.id)
-            keys.define_items(part.item_defs.values())
-            keys.load()
-            reader.max_lengths = keys.max_lengths()
-            stats.study_oids.append(part.study_oid)
-            continue
-        _store(part, keys, actor, run_id, stats)
+    writer = Writer(db.session.connection())
+    try:
+        for part in reader:
+            writer.wait()  # the batch before is written before the database is asked anything
+            if isinstance(part, ClinicalData):
+                target = domains.get(part.study_oid)
+                if target is None:
+                    raise ImportRefused(_not_ours(part.study_oid, home, domains))
+                keys = KeyMap(target.id)
+                keys.define_items(part.item_defs.values())
+                keys.load()
+                reader.max_lengths = keys.max_lengths()
+                stats.study_oids.append(part.study_oid)
+                continue
+            _store(part, keys, actor, run_id, stats, writer)
+    finally:
+        writer.wait(raise_error=False)  # never leave a thread on the connection the caller rolls back
+    writer.wait()
     stats.subjects, stats.events, stats.bytes = reader.subjects, reader.study_events, reader.bytes_read
     stats.seconds = time.monotonic() - started
     return stats
@@ -99,7 +106,7 @@ class KeyMap:
     def __init__(self, domain_id: int):
         self.domain_id = domain_id
         self.subjects: dict[str, int] = {}
-        self.oids: dict[tuple[str, str], int] = {}
+        self.oids: dict[str, dict[str, int]] = {kind: {} for kind in OidKind}  # kind -> OID -> id
         self.items: dict[str, int] = {}
         self.batch_records: dict[tuple, int] = {}  # the current batch's records: key -> id
         self.new_records: set[int] = set()  # those made for this batch: they have no values yet
@@ -126,21 +133,24 @@ class KeyMap:
 
     def ids(self, rows) -> dict[tuple, object]:
         """The batch's values by (record id, item id), the last one kept when a batch repeats a
-        key; the records (item group instances of subjects) looked up or made."""
-        self._learn(Subject, Subject.subject_key, self.subjects, {row[0] for row in rows})
+        key; the records (item group instances of subjects) looked up or made. The keys above the
+        item repeat from one value to the next (the reader interns them), so each distinct one is
+        mapped once."""
+        heads = {row[:6]: None for row in rows}
+        self._learn(Subject, Subject.subject_key, self.subjects, {head[0] for head in heads})
         for kind, index in ((OidKind.EVENT, 1), (OidKind.FORM, 3), (OidKind.GROUP, 4)):
-            self._learn_oids(kind, {row[index] for row in rows})
+            self._learn_oids(kind, {head[index] for head in heads})
         self._learn(ItemDef, ItemDef.oid, self.items, {row[6] for row in rows})
-        subjects, oids, items = self.subjects, self.oids, self.items
-        event, form, group = OidKind.EVENT, OidKind.FORM, OidKind.GROUP
-        keyed = {}
-        for subject, event_oid, event_repeat, form_oid, group_oid, group_repeat, item, value in rows:
-            record = (subjects[subject], oids[event, event_oid], event_repeat, oids[form, form_oid],
-                      oids[group, group_oid], group_repeat)
-            keyed[record, items[item]] = value
-        records = self._records({record for record, _ in keyed})
+        subjects, items = self.subjects, self.items
+        events, forms, groups = (self.oids[kind] for kind in (OidKind.EVENT, OidKind.FORM, OidKind.GROUP))
+        for head in heads:
+            subject, event_oid, event_repeat, form_oid, group_oid, group_repeat = head
+            heads[head] = (subjects[subject], events[event_oid], event_repeat, forms[form_oid], groups[group_oid],
+                           group_repeat)
+        records = self._records(set(heads.values()))
         self.batch_records = records
-        return {(records[record], item): value for (record, item), value in keyed.items()}
+        record_of = {head: records[record] for head, record in heads.items()}
+        return {(record_of[row[:6]], items[row[6]]): row[7] for row in rows}
 
     def _records(self, wanted: set) -> dict[tuple, int]:
         """Record key -> id for the batch's records (only the batch's are held), new ones made."""
@@ -184,7 +194,7 @@ class KeyMap:
             model.domain_id == self.domain_id, column.in_(values))).all())
 
     def _learn_oids(self, kind, wanted) -> None:
-        missing = [oid for oid in wanted if (kind, oid) not in self.oids]
+        missing = [oid for oid in wanted if oid not in self.oids[kind]]
         if not missing:
             return
         _check_lengths(missing, f"{kind} OID")
@@ -195,7 +205,7 @@ class KeyMap:
                 ClinicalOid.domain_id == self.domain_id, ClinicalOid.kind == kind,
                 ClinicalOid.oid.in_(missing))).all())
         ids = _add(ClinicalOid.__table__, rows, select_back, missing)
-        self.oids.update({(kind, oid): id_ for oid, id_ in zip(missing, ids)})
+        self.oids[kind].update(zip(missing, ids))
 
     def load(self) -> None:
         """The domain's subjects, OIDs and items, once per file: a lookup a batch by a list of
@@ -204,8 +214,10 @@ class KeyMap:
                                                 .where(Subject.domain_id == self.domain_id)).all())
         self.items = dict(db.session.execute(select(ItemDef.oid, ItemDef.id)
                                              .where(ItemDef.domain_id == self.domain_id)).all())
-        self.oids = {(kind, oid): id_ for kind, oid, id_ in db.session.execute(
-            select(ClinicalOid.kind, ClinicalOid.oid, ClinicalOid.id).where(ClinicalOid.domain_id == self.domain_id))}
+        self.oids = {kind: {} for kind in OidKind}
+        for kind, oid, id_ in db.session.execute(select(ClinicalOid.kind, ClinicalOid.oid, ClinicalOid.id)
+                                                 .where(ClinicalOid.domain_id == self.domain_id)):
+            self.oids[kind][oid] = id_
 
 
 def _add(table, rows: list[dict], select_back, keys) -> list[int]:
@@ -241,7 +253,51 @@ def _cut(text, limit=OID_MAX):
 
 # --- compare and write -------------------------------------------------------------------------
 
-def _store(rows, keys: KeyMap, actor: Actor, run_id, stats: FileStats) -> None:
+class Writer:
+    """Writes a batch's values. On PostgreSQL it does so in a thread, while the reader parses the
+    next batch (psycopg gives up the GIL while the server works, so the two overlap on two
+    cores); the caller waits for it before it uses the connection again. On SQLite (one thread
+    a connection) it writes at once."""
+
+    def __init__(self, connection):
+        self.connection = connection
+        self.background = connection.dialect.name == "postgresql"
+        self.thread = None
+        self.error = None
+
+    def write(self, fresh, writes, audit_records) -> None:
+        self.wait()
+        if not self.background:
+            _write_batch(self.connection, fresh, writes, audit_records)
+            return
+
+        def work():
+            try:
+                _write_batch(self.connection, fresh, writes, audit_records)
+            except BaseException as exc:  # raised in the caller's thread by wait()
+                self.error = exc
+        self.thread = threading.Thread(target=work, name="import-writer", daemon=True)
+        self.thread.start()
+
+    def wait(self, raise_error=True) -> None:
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        if self.error is not None and raise_error:
+            error, self.error = self.error, None
+            raise error
+
+
+def _write_batch(connection, fresh, writes, audit_records) -> None:
+    if fresh:
+        _insert(connection, fresh)
+    if writes:
+        _upsert(connection, writes)
+    if audit_records:
+        connection.execute(insert(AuditEvent.__table__), audit_records)
+
+
+def _store(rows, keys: KeyMap, actor: Actor, run_id, stats: FileStats, writer: Writer) -> None:
     """Compare the batch with what is stored for its records (one query), then write only the
     new and changed values: SQLite executemany, PostgreSQL COPY into a staging table and one
     INSERT … ON CONFLICT. A re-import of unchanged data writes nothing."""
@@ -267,15 +323,10 @@ def _store(rows, keys: KeyMap, actor: Actor, run_id, stats: FileStats) -> None:
         elif old != value:
             writes.append((*key, value))
             changed.append((key, old, value))
-    if fresh:
-        _insert(connection, fresh)
-    if writes:
-        _upsert(connection, writes)
     stats.updated += len(changed)
     stats.inserted += len(fresh) + len(writes) - len(changed)
     stats.unchanged += len(batch) - len(fresh) - len(writes)
-    if changed:
-        _audit(connection, changed, keys, actor, run_id)
+    writer.write(fresh, writes, _audit_records(changed, keys, actor, run_id) if changed else [])
 
 
 def _stored_values(connection, record_ids) -> dict:
@@ -340,10 +391,10 @@ def _stage(connection) -> None:
         connection.exec_driver_sql("TRUNCATE import_stage")
 
 
-def _audit(connection, changed, keys: KeyMap, actor: Actor, run_id) -> None:
-    """One audit record per changed value, all in one statement."""
+def _audit_records(changed, keys: KeyMap, actor: Actor, run_id) -> list[dict]:
+    """One audit record per changed value (inserted in one statement with the batch's values)."""
     subject = {id_: key for key, id_ in keys.subjects.items()}
-    oid = {id_: oid for (_, oid), id_ in keys.oids.items()}
+    oid = {id_: oid for by_kind in keys.oids.values() for oid, id_ in by_kind.items()}
     item = {id_: oid for oid, id_ in keys.items.items()}
     record = {id_: key for key, id_ in keys.batch_records.items()}
     at = utcnow()
@@ -356,4 +407,4 @@ def _audit(connection, changed, keys: KeyMap, actor: Actor, run_id) -> None:
                         "action": "update", "object_type": "item_value", "object_id": None,
                         "object_name": where[:200], "domain_id": keys.domain_id,
                         "before": {"value": old}, "after": {"value": new}, "message": ""})
-    connection.execute(insert(AuditEvent.__table__), records)
+    return records
