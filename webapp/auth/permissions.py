@@ -12,7 +12,7 @@ from sqlalchemy import and_, false, not_, or_, select, true
 
 from webapp.extensions import db
 from webapp.jobtypes import registry
-from webapp.models import AuditEvent, Domain, Job, Role, Run, RunFile, Scope
+from webapp.models import AuditEvent, Dataset, Domain, Job, Role, Run, RunFile, Scope
 from webapp.models.settings import get_setting
 
 
@@ -118,6 +118,32 @@ def domains_for_new_jobs(user):
     domains = visible_domain_ids(user)
     query = select(Domain).order_by(Domain.name)
     return query if domains is None else query.where(Domain.id.in_(domains or {-1}))
+
+
+# --- datasets and the archive of exported files ------------------------------------------------
+
+def datasets_query(user):
+    """Datasets of the domains the user sees: a domain administrator's domain and the sites below
+    it, a system administrator's supervised domains, every domain for a superadmin. Those are also
+    the datasets the user may create, change and delete (in domains_for_new_jobs)."""
+    domains = visible_domain_ids(user)
+    if domains is None:
+        return select(Dataset)
+    return select(Dataset).where(Dataset.domain_id.in_(domains) if domains else false())
+
+
+def get_dataset_or_404(user, dataset_id):
+    dataset = db.session.scalar(datasets_query(user).where(Dataset.id == dataset_id))
+    if dataset is None:
+        abort(404, description="No such dataset.")
+    return dataset
+
+
+def archive_query(user):
+    """The archive of exported files the user may see: the output files of exports (they name a
+    format) of the jobs the user may see, whatever became of the job (removed or deleted) or of
+    its run (purged from history)."""
+    return files_query(user).where(RunFile.file_format != "")
 
 
 # --- what a user may do ----------------------------------------------------------------------

@@ -8,7 +8,7 @@ Every writer takes a binary file object and an *iterator* of value rows, the tup
 
 and writes as it reads them, so memory stays flat whatever the number of values (at most one
 study event's values are held, to pivot them). `write(format, out, values, ...)` picks the
-writer by its key in FORMATS.
+writer by its key in MEDIA_TYPES.
 
 Order expected from the caller (an ORDER BY over the keys does it):
 - CSV, TSV, JSON: the values of one subject, event and event repeat come together;
@@ -300,26 +300,20 @@ def _text(value: str) -> str:
 
 
 # --- choosing a format, and the file's checksum ----------------------------------------------
+# The formats' keys, labels and file extensions are the model's (ExportFormat, FORMAT_LABELS,
+# FORMAT_EXTENSIONS in webapp/models/clinical.py); a file's media type is the writers' business.
 
-@dataclass(frozen=True)
-class Format:
-    key: str
-    label: str
-    extension: str
-    media_type: str
-
-
-FORMATS = {
-    "csv": Format("csv", "CSV", "csv", "text/csv; charset=utf-8"),
-    "tsv": Format("tsv", "Tab-separated text", "tsv", "text/tab-separated-values; charset=utf-8"),
-    "json": Format("json", "JSON", "json", "application/json"),
-    "odm": Format("odm", "ODM 1.3 XML", "xml", "application/xml"),
+MEDIA_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "tsv": "text/tab-separated-values; charset=utf-8",
+    "json": "application/json",
+    "odm": "application/xml",
 }
 
 
 def write(fmt: str, out: BinaryIO, values: Iterable[tuple], *, columns: list[Column],
           study_oid: str, **odm_options) -> int:
-    """Write `values` in format `fmt` (a key of FORMATS); returns rows (wide) or values (ODM)."""
+    """Write `values` in format `fmt` (a key of MEDIA_TYPES); returns rows (wide) or values (ODM)."""
     if fmt == "csv":
         return write_csv(out, values, columns)
     if fmt == "tsv":
@@ -328,7 +322,7 @@ def write(fmt: str, out: BinaryIO, values: Iterable[tuple], *, columns: list[Col
         return write_json(out, values, columns)
     if fmt == "odm":
         return write_odm(out, values, study_oid=study_oid, **odm_options)
-    raise ExportError(f"unknown export format {fmt!r}; one of {', '.join(FORMATS)}")
+    raise ExportError(f"unknown export format {fmt!r}; one of {', '.join(MEDIA_TYPES)}")
 
 
 class DigestingFile:

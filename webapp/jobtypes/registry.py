@@ -152,7 +152,7 @@ def load_builtin():
         return
     import importlib
 
-    from webapp.jobtypes import import_data, system  # noqa: F401
+    from webapp.jobtypes import export_dataset, import_data, system  # noqa: F401
 
     for module in _configured_modules():
         importlib.import_module(module)
