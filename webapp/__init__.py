@@ -37,7 +37,7 @@ def create_app(config_class=None):
     extensions.mail.init_app(app)
     extensions.redis_client.init_app(app)
 
-    from webapp import admin, api, audit, auth, cli, dashboard, executions, jobs, main, queues, runs
+    from webapp import admin, api, archive, audit, auth, cli, dashboard, datasets, executions, jobs, main, queues, runs
 
     auth.init_app(app)
     main.init_app(app)
@@ -46,6 +46,8 @@ def create_app(config_class=None):
     executions.init_app(app)
     queues.init_app(app)
     runs.init_app(app)
+    datasets.init_app(app)
+    archive.init_app(app)
     audit.init_app(app)
     admin.init_app(app)
     api.init_app(app)

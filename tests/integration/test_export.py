@@ -298,3 +298,15 @@ def test_the_api_result_file_is_the_export(vitals, client):
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.mimetype == "text/csv" and response.get_data() == file_of(run)[1]
     assert run.files[0].name in response.headers["Content-Disposition"]
+
+
+def test_the_report_email_links_to_the_exported_file(vitals):
+    from webapp.execution.notify import build_message
+    from webapp.models import EmailDelivery
+
+    domain, dataset = vitals
+    run = run_export(export_job(domain, dataset, "csv", report_enabled=True, report_recipients="dm@example.org"))
+    delivery = db.session.scalar(select(EmailDelivery).where(EmailDelivery.run_id == run.id))
+    body = build_message(delivery).body
+    file = run.files[0]
+    assert file.name in body and f"/runs/files/{file.id}" in body

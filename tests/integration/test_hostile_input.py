@@ -91,10 +91,35 @@ def make_world() -> World:
     other = make_user(Role.DOMAIN_ADMIN, domain=job.domain, password="pw")
     other_token, _ = ApiToken.issue(other, "sweep")
     db.session.commit()
+    dataset = _dataset_with_a_value(job.domain_id)
     ids = {"job_id": job.id, "jobId": job.id, "run_id": run.id, "runId": run.id, "file_id": file.id,
            "user_id": other.id, "domain_id": job.domain_id, "token_id": other_token.id,
-           "name": "default"}  # a queue (/queues/<name>/pause …)
+           "name": "default",  # a queue (/queues/<name>/pause …)
+           "dataset_id": dataset.id}
     return World(admin.username, ids, {"Authorization": f"Bearer {token}"})
+
+
+def _dataset_with_a_value(domain_id):
+    """A dataset of the domain selecting the one value it holds (the dataset form then offers an
+    item check box, which the sweep fills with hostile values too)."""
+    from webapp.models import (ClinicalOid, ClinicalRecord, Dataset, DatasetItem, ItemDef, ItemValue, OidKind,
+                               Subject)
+
+    event, form, group = (ClinicalOid(domain_id=domain_id, kind=kind, oid=f"{kind.upper()}.1")
+                          for kind in (OidKind.EVENT, OidKind.FORM, OidKind.GROUP))
+    item, subject = ItemDef(domain_id=domain_id, oid="I.1", name="Item"), Subject(domain_id=domain_id, subject_key="S1")
+    db.session.add_all([event, form, group, item, subject])
+    db.session.flush()
+    record = ClinicalRecord(subject_id=subject.id, event_id=event.id, event_repeat="1", form_id=form.id,
+                            group_id=group.id, group_repeat="1")
+    db.session.add(record)
+    db.session.flush()
+    db.session.add(ItemValue(record_id=record.id, item_id=item.id, value="1"))
+    dataset = Dataset(domain_id=domain_id, name="Hostile", items=[
+        DatasetItem(event_id=event.id, form_id=form.id, group_id=group.id, item_id=item.id)])
+    db.session.add(dataset)
+    db.session.commit()
+    return dataset
 
 
 # ---------------------------------------------------------------- sending
@@ -498,7 +523,8 @@ def forms_on(caller, path):
 
 def _pages(world):
     return ["/jobs/", f"/jobs/{world.ids['job_id']}", "/jobs/new", f"/jobs/{world.ids['job_id']}/edit",
-            f"/runs/{world.ids['run_id']}", "/queues/"]
+            f"/runs/{world.ids['run_id']}", "/queues/", "/datasets/", "/datasets/new",
+            f"/datasets/{world.ids['dataset_id']}", f"/datasets/{world.ids['dataset_id']}/edit", "/archive/"]
 
 
 def _all_form_field_names(caller) -> set[str]:

@@ -93,11 +93,38 @@ ACCESS = {
     "api.JobRuns": API,
     "api.JobRun": API,
     "api.JobRunFile": API,
+    # Datasets: those of the domains the user sees (permissions.datasets_query), 404 for the rest.
+    "datasets.list": SIGNED_IN,
+    "datasets.new": SIGNED_IN,
+    "datasets.items": SIGNED_IN,
+    "datasets.detail": SIGNED_IN,
+    "datasets.edit": SIGNED_IN,
+    "datasets.delete": SIGNED_IN,
+    "datasets.export_now": SIGNED_IN,
+    # The archive of exported files: the export files of the jobs the user sees (archive_query).
+    "archive.list": SIGNED_IN,
 }
 
 # Path arguments that name an object of a domain, and the world's object in Study A to use.
-DOMAIN_OBJECTS = {"job_id": "jobs", "jobId": "jobs", "run_id": "runs", "runId": "runs", "file_id": "files"}
+DOMAIN_OBJECTS = {"job_id": "jobs", "jobId": "jobs", "run_id": "runs", "runId": "runs", "file_id": "files",
+                  "dataset_id": "datasets"}
 SIGNED_IN_ROLES = ("superadmin", "sysadmin", "admin_a", "admin_b", "admin_a1")
+
+
+@pytest.fixture(autouse=True)
+def _datasets_of_the_world(request):
+    """test_permissions' world with a dataset in each study (world.datasets: key -> id)."""
+    if "world" not in request.fixturenames:
+        return
+    world, app = request.getfixturevalue("world"), request.getfixturevalue("app")
+    from webapp.models import Dataset
+
+    with app.app_context():
+        made = {key: Dataset(domain_id=world.domains[name], name=f"{name} dataset")
+                for key, name in (("a", "Study A"), ("b", "Study B"))}
+        db.session.add_all(made.values())
+        db.session.commit()
+        world.datasets = {key: dataset.id for key, dataset in made.items()}
 
 
 def rules(app) -> list[Rule]:
