@@ -2,8 +2,11 @@
 and leave how it ended for the worker (or record it, in a horse that claimed the run itself).
 Claiming and recording the end are the lifecycle's."""
 import logging
+import mmap
 import os
 import pickle
+import shutil
+import struct
 import traceback
 from dataclasses import dataclass
 
@@ -38,11 +41,66 @@ class Outcome:
     run_id: int = 0
 
 
+class Handoff:
+    """Where the work horses of one worker leave how their runs ended, for the worker to record:
+    an area of memory the worker shares with them (made before its first fork), or a file in the
+    worker's private directory for an outcome too large for the area. The area saves a file's
+    creation, rename, reading and removal a run (0.4-0.6 ms on ext4)."""
+
+    SIZE = 4 << 20  # bytes: room for the outcome of a run with some thousands of lines
+    _HEADER = struct.Struct("<qq")  # run id, length of the pickled outcome after the header
+
+    def __init__(self, directory: str):
+        self.directory = directory  # private to the worker (mode 0700)
+        self.area = mmap.mmap(-1, self.SIZE)  # shared (MAP_SHARED) with every process forked after this
+
+    def expect(self, run_id: int):
+        """In the worker, before the fork: what the area holds now belongs to no run."""
+        self._HEADER.pack_into(self.area, 0, 0, 0)
+
+    def leave(self, run_id: int, outcome: "Outcome"):
+        """In the horse. The header goes last: the worker finds a whole outcome or none."""
+        self.area.seek(self._HEADER.size)
+        try:
+            pickle.dump(outcome, self.area, protocol=pickle.HIGHEST_PROTOCOL)
+        except ValueError:  # "data out of range": too large for the area
+            path = self._path(run_id)
+            with open(path + ".part", "wb") as handle:
+                pickle.dump(outcome, handle, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(path + ".part", path)  # the worker sees a whole outcome or none
+            return
+        self._HEADER.pack_into(self.area, 0, run_id, self.area.tell() - self._HEADER.size)
+
+    def take(self, run_id: int) -> "Outcome | None":
+        """In the worker, once the horse has exited: the outcome it left (then forgotten), or
+        None if it left none."""
+        left, length = self._HEADER.unpack_from(self.area, 0)
+        if left == run_id and length:
+            self.expect(0)
+            start = self._HEADER.size
+            return pickle.loads(self.area[start:start + length])  # left by our own horse
+        path = self._path(run_id)
+        try:
+            with open(path, "rb") as handle:
+                outcome = pickle.load(handle)  # written by our own horse, in the worker's private dir
+        except FileNotFoundError:
+            return None
+        os.remove(path)
+        return outcome
+
+    def close(self):
+        self.area.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _path(self, run_id: int) -> str:
+        return os.path.join(self.directory, f"run-{run_id}.outcome")
+
+
 # Set by FiretimeWorker just before it forks the work horse. The long-lived worker claims the
 # run on its warm connection (preclaimed), and records the end from the outcome the horse leaves
-# in a file (handoff): a fresh horse would pay for a new connection and cold caches (~15 ms).
+# it (handoff): a fresh horse would pay for a new connection and cold caches (~15 ms).
 preclaimed: dict[int, Claimed | None] = {}
-handoff: dict[int, str] = {}
+handoff: dict[int, Handoff] = {}
 
 
 def _origin() -> str | None:
@@ -82,7 +140,7 @@ def execute(run_id: int):
     outcome = Outcome(status, message, ctx.job_id, ctx.percent, ctx.progress_message, ctx.warning_count,
                       ctx.error_count, ctx.stats, ctx.lines, ctx.files, claimed.reports, run_id)
     if run_id in handoff:
-        _leave(outcome, handoff[run_id])
+        handoff[run_id].leave(run_id, outcome)
     else:
         lifecycle.finish_run(run_id, status, message, ctx=outcome)
 
@@ -109,20 +167,14 @@ def _call_job_type(ctx: RunContext, claimed: Claimed) -> tuple[str, str]:
         return RunStatus.FAILED, message
 
 
-def _leave(outcome: Outcome, path: str):
-    with open(path + ".part", "wb") as handle:
-        pickle.dump(outcome, handle, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(path + ".part", path)  # the worker sees a whole outcome or none
-
-
 NO_OUTCOME = "The work horse ended without reporting how the run ended."
 
 
-def collect(run_id: int, path: str, reason: str = NO_OUTCOME, stopped: bool = False) -> bool:
+def collect(run_id: int, handoff_: Handoff, reason: str = NO_OUTCOME, stopped: bool = False) -> bool:
     """In the worker, once the horse has exited: record the end the horse left behind. A horse
     that left nothing was stopped on request, or died (killed, or failing to write): its run
     ends that way, with the reason the worker saw, unless it already ended another way."""
-    outcome = take_outcome(path)
+    outcome = handoff_.take(run_id)
     if outcome is None:
         if stopped:
             lifecycle.end_stopped(run_id)
@@ -130,17 +182,6 @@ def collect(run_id: int, path: str, reason: str = NO_OUTCOME, stopped: bool = Fa
             lifecycle.fail_lost_run(run_id, reason)
         return False
     return lifecycle.finish_run(run_id, outcome.status, outcome.message, ctx=outcome)
-
-
-def take_outcome(path: str) -> Outcome | None:
-    """The outcome the horse left (the file is removed), or None if it left none."""
-    try:
-        with open(path, "rb") as handle:
-            outcome = pickle.load(handle)  # written by our own horse, in the worker's private dir
-    except FileNotFoundError:
-        return None
-    os.remove(path)
-    return outcome
 
 
 def on_stopped(job, connection, *args, **kwargs):

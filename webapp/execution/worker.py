@@ -14,7 +14,6 @@ import functools
 import gc
 import logging
 import os
-import shutil
 import signal
 import socket
 import tempfile
@@ -79,7 +78,9 @@ class FiretimeWorker(Worker):
         heartbeat_seconds = heartbeat_seconds or config["HEARTBEAT_SECONDS"]
         kwargs.setdefault("job_monitoring_interval", heartbeat_seconds)
         super().__init__(*args, **kwargs)
-        self.handoff_dir = tempfile.mkdtemp(prefix="firetime-worker-")  # private: mode 0700
+        from webapp.execution import runner
+
+        self.handoff = runner.Handoff(tempfile.mkdtemp(prefix="firetime-worker-"))  # the dir: mode 0700
         self.lease_seconds = lease_seconds or config["RUN_DEAD_AFTER"]
         self._lease_connection = None
         self.redis_lost = False
@@ -184,7 +185,7 @@ class FiretimeWorker(Worker):
         finally:
             self.lease_keeper.stop()
             self.record_pending_end()
-            shutil.rmtree(self.handoff_dir, ignore_errors=True)
+            self.handoff.close()
 
     def execute_job(self, job, queue):
         from webapp.execution import lifecycle, runner
@@ -197,13 +198,12 @@ class FiretimeWorker(Worker):
         # Claim and record the end here, on the worker's warm connection; the horse only runs
         # the job code (see runner.preclaimed and runner.handoff). The end of the previous run,
         # if it waits, commits with this claim.
-        path = os.path.join(self.handoff_dir, f"run-{run_id}.outcome")
         pending, self.pending_end = self.pending_end, None
         try:
             ending = lifecycle.end_run(pending.run_id, pending.status, pending.message, ctx=pending) if pending else None
             claimed = runner.preclaimed[run_id] = lifecycle.claim(run_id, self.name, live=False, ending=ending,
                                                                            queue=queue.name)
-            runner.handoff[run_id] = path
+            runner.handoff[run_id] = self.handoff
             self.live_start = run_id if claimed is not None else None
             self.live_end = (ending.ended.run_id, ending.ended.status) if ending is not None else None
         except Exception:  # database away for a moment: the horse claims and finishes by itself
@@ -213,6 +213,7 @@ class FiretimeWorker(Worker):
             self.pending_end = pending
             self.record_pending_end()  # on its own (ended already, if the error came after the commit)
         db.session.remove()  # no connection in use at the fork: the horse gets a pool of its own
+        self.handoff.expect(run_id)
         self.running_job_id, self.horse_fate, self.stop_asked = job.id, None, False
         self.claimed_at = time.monotonic()
         try:
@@ -221,18 +222,19 @@ class FiretimeWorker(Worker):
             self.running_job_id, self.live_start, self.live_end = None, None, None
             runner.preclaimed.clear()
             runner.handoff.clear()
-            self.record_end(run_id, path, claimed is not None)
+            self.record_end(run_id, claimed is not None)
 
-    def record_end(self, run_id, path, claimed_here):
+    def record_end(self, run_id, claimed_here):
         """After the horse exited. An outcome it left waits in memory for the next claim, when
         one follows at once (see dequeue_job_and_maintain_ttl); any other end is recorded now."""
         from webapp.execution import lifecycle, runner
 
         try:
             if claimed_here:
-                self.pending_end = runner.take_outcome(path)
+                self.pending_end = self.handoff.take(run_id)
                 if self.pending_end is None:
-                    runner.collect(run_id, path, self.horse_fate or runner.NO_OUTCOME, stopped=self.stop_asked)
+                    runner.collect(run_id, self.handoff, self.horse_fate or runner.NO_OUTCOME,
+                                   stopped=self.stop_asked)
             elif self.stop_asked:
                 lifecycle.end_stopped(run_id)
             elif self.horse_fate:
