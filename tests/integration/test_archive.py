@@ -11,15 +11,13 @@ import pytest
 from flask import current_app
 from sqlalchemy import select
 
-from tests.factories import make_user
-from tests.integration.test_datasets import SMALL, SignedIn, page, people, signed_in, studies  # noqa: F401
+from tests.integration.test_datasets import page, people, signed_in, studies  # noqa: F401  (fixtures)
 from tests.integration.test_export import export_job, make_dataset, run_export
 from tests.integration.test_import_data import import_dir  # noqa: F401  (fixture)
 from webapp.execution import dispatch
 from webapp.execution.worker import FiretimeWorker
 from webapp.extensions import db, redis_client
-from webapp.jobtypes import registry
-from webapp.models import Job, JobState, Run, RunFile, RunStatus, Setting, Trigger
+from webapp.models import Job, Run, RunFile, RunStatus, Setting
 from webapp.models.types import utcnow
 from webapp.scheduling import sync
 
@@ -107,7 +105,7 @@ def test_the_archive_filters_by_dataset_job_format_date_and_text(ctx, exports, s
     client = signed_in("superadmin")
     a, b = (db.session.get(RunFile, exports[key][0]) for key in ("a", "b"))
     today = utcnow().date().isoformat()
-    for query, expected in ((f"?dataset=Dataset+A", [a.name]), (f"?job={b.job_id}", [b.name]),
+    for query, expected in (("?dataset=Dataset+A", [a.name]), (f"?job={b.job_id}", [b.name]),
                             ("?format=json", [b.name]), ("?format=odm", []), (f"?from={today}", [b.name, a.name]),
                             ("?to=2001-01-01", []), ("?q=export+b", [b.name]), ("?q=DATASET", [b.name, a.name])):
         assert listed(client, query) == expected, query

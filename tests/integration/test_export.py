@@ -15,7 +15,7 @@ from flask import current_app
 from sqlalchemy import func, select
 
 from tests.factories import make_domain, make_job, make_user
-from tests.integration.test_import_data import ODM_HEAD, import_dir, run_import, study, values  # noqa: F401
+from tests.integration.test_import_data import ODM_HEAD, import_dir, run_import, study  # noqa: F401  (fixture)
 from webapp.execution import dispatch
 from webapp.execution.worker import FiretimeWorker
 from webapp.extensions import db, redis_client
@@ -310,3 +310,13 @@ def test_the_report_email_links_to_the_exported_file(vitals):
     body = build_message(delivery).body
     file = run.files[0]
     assert file.name in body and f"/runs/files/{file.id}" in body
+
+
+def test_the_job_form_can_ask_whether_a_dataset_belongs_to_the_jobs_domain(vitals):
+    from webapp.jobtypes.export_dataset import dataset_problem
+
+    domain, dataset = vitals
+    other = make_domain("Study B").id
+    assert dataset_problem(dataset, domain) is None
+    assert "execution domain" in dataset_problem(dataset, other)
+    assert "There is no dataset 999" in dataset_problem(999, domain)

@@ -3,7 +3,7 @@ deleted and exported by hand (Export now, a run of the domain's extract job on t
 People see and manage the datasets of the domains they see; any other id is a 404."""
 from __future__ import annotations  # the list view is named `list`
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from webapp.auth.permissions import get_dataset_or_404

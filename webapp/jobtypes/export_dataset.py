@@ -27,7 +27,7 @@ from webapp.formats.odm import ItemDef as OdmItemDef
 from webapp.jobtypes.registry import JobType, SystemJob, register
 from webapp.models import (ClinicalOid, ClinicalRecord, Dataset, DatasetItem, Domain, ItemDef, ItemValue, Job,
                            JobState, Run, RunFile, Scope, Subject)
-from webapp.models.clinical import FORMAT_EXTENSIONS, FORMAT_LABELS, ExportFormat, OidKind
+from webapp.models.clinical import FORMAT_EXTENSIONS, FORMAT_LABELS, ExportFormat
 from webapp.models.runs import ACTIVE_STATUSES
 from webapp.models.settings import get_setting
 from webapp.models.types import utcnow
@@ -179,6 +179,18 @@ def file_name(dataset: Dataset, fmt: str, at: datetime | None = None) -> str:
 
 
 # --- running an export ---------------------------------------------------------------------------
+
+def dataset_problem(dataset_id, domain_id) -> str | None:
+    """Why an export job of domain `domain_id` cannot export dataset `dataset_id`, or None: for
+    the job form, which checks it when the job is saved (the parameters' schema cannot: it does
+    not know the job's domain)."""
+    dataset = db.session.get(Dataset, dataset_id) if isinstance(dataset_id, int) else None
+    if dataset is None:
+        return f"There is no dataset {dataset_id}: choose one on the datasets page."
+    if domain_id is None or dataset.domain_id != domain_id:
+        return "Choose a dataset of the job's execution domain: an export job exports only its domain's datasets."
+    return None
+
 
 def dataset_for(job_id: int, dataset_id: int) -> Dataset:
     """The dataset, if it is one of the job's domain; else ExportFailed saying why."""
