@@ -166,3 +166,31 @@ def test_orphaned_export_files_go_after_the_retention_period_and_the_archive_sta
     assert not old_orphan.exists() and not old_orphan.parent.exists()
     assert young_orphan.exists() and busy.exists() and archived.exists()
     assert db.session.get(Run, waiting).status == RunStatus.QUEUED
+
+
+def test_the_archive_and_the_datasets_list_make_as_many_statements_for_30_rows_as_for_3(app, ctx, signed_in,
+                                                                                       studies):
+    from tests.factories import make_domain, make_job
+    from tests.integration.test_query_counts import statements
+    from webapp.models import Dataset, Domain
+
+    def add(rows):
+        for n in range(rows):  # each row with a domain and a job of its own
+            site = make_domain(f"Site {rows}-{n}", parent=db.session.get(Domain, studies["a"]))
+            job = make_job(f"Export {rows}-{n}", domain=site)
+            db.session.add(Dataset(domain_id=site.id, name=f"Dataset {n}"))
+            db.session.add(RunFile(job_id=job.id, name=f"f-{rows}-{n}.csv", path="x", dataset_name=f"Dataset {n}",
+                                   file_format="csv"))
+        db.session.commit()
+
+    client = signed_in("sysadmin")
+    counts = {}
+    for rows in (3, 27):
+        add(rows)
+        for path in ("/archive/", "/datasets/"):
+            client.get(path)  # warm: the first request of a client loads what every page needs once
+            with statements(app) as sent:
+                assert client.get(path).status_code == 200
+            counts.setdefault(path, []).append(len(sent))
+    assert all(few == many for few, many in counts.values()), counts
+    assert len(listed(client)) == 25 and len(page(client.get("/datasets/")).xpath("//tbody/tr")) == 25
