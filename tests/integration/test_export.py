@@ -320,3 +320,13 @@ def test_the_job_form_can_ask_whether_a_dataset_belongs_to_the_jobs_domain(vital
     assert dataset_problem(dataset, domain) is None
     assert "execution domain" in dataset_problem(dataset, other)
     assert "There is no dataset 999" in dataset_problem(999, domain)
+
+
+def test_the_extract_job_keeps_no_dataset_and_a_run_without_one_says_how_to_name_it(vitals):
+    from webapp.jobtypes.export_dataset import extract_job
+
+    domain, _ = vitals
+    extract = registry.get("export_extract")
+    assert extract.load_params({}) == {"dataset": None, "format": "csv"}  # its settings save as they are
+    run = run_export(extract_job(db.session.get(Domain, domain)).id)
+    assert run.status == RunStatus.FAILED and "use Export now on the dataset's page" in run.message

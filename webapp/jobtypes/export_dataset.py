@@ -56,6 +56,15 @@ class ExportParams(Schema):
                            metadata={"label": "Format", "choices": FORMAT_CHOICES})
 
 
+class ExtractParams(ExportParams):
+    """A domain's manual extracts: each run names its dataset (Export now does); the job itself
+    keeps none, so its settings (a report, say) save without one."""
+
+    dataset = fields.Integer(load_default=None, allow_none=True, strict=False, validate=validate.Range(1, ID_MAX),
+                             metadata={"label": "Dataset", "choices": "datasets",
+                                       "description": "Left empty: each run names it (dataset=<number> format=csv)."})
+
+
 # --- the values of a dataset, in the writers' order ---------------------------------------------
 
 class ExportPlan:
@@ -206,6 +215,9 @@ def dataset_for(job_id: int, dataset_id: int) -> Dataset:
 
 
 def run_export(ctx, dataset, format):
+    if dataset is None:
+        raise ExportFailed("A manual extract names its dataset: use Export now on the dataset's page, or run the "
+                           "job with the arguments dataset=<number> format=<csv, tsv, json or odm>.")
     chosen = dataset_for(ctx.job_id, dataset)
     plan = ExportPlan(chosen)
     if not plan.columns:
@@ -350,7 +362,7 @@ register(JobType(
     key=EXTRACT_KEY,
     label="Manual extracts",
     run=run_export,
-    params=ExportParams,
+    params=ExtractParams,
     queue=QUEUE,
     archive_files=True,
     description="A domain's extracts asked for with Export now on a dataset's page; each run exports one dataset.",
