@@ -262,3 +262,23 @@ def test_housekeeping_leaves_a_paused_queue_alone_and_starts_a_serial_queue_in_o
     assert fresh(held.id).enqueued_at is None  # the pause holds
     assert [fresh(run.id).enqueued_at is not None for run in steps] == [True, False, False]
     assert rq_ids(SERIAL_QUEUE).count(run_job_id(steps[0].id)) >= 1
+
+
+def test_after_a_failure_that_pauses_the_queue_the_run_queued_behind_it_does_not_start(ctx):
+    """The failed run's end and the pause commit together, and the worker claims the next run in
+    that same transaction: the claim sees the pause."""
+    from webapp.execution.worker import FiretimeWorker
+    from webapp.jobtypes.registry import queue_names
+
+    queues.set_pause_on_failure("default", True)
+    failing = dispatch.request_run(make_job("Fails", params={**QUICK, "fail_at_end": True})).id
+    behind = dispatch.request_run(make_job("Queued behind it", params=QUICK)).id
+    assert rq_ids() == [run_job_id(failing), run_job_id(behind)]
+    db.session.remove()
+    FiretimeWorker(queue_names(), connection=redis_client.conn).work(burst=True)
+    assert fresh(failing).status == RunStatus.FAILED
+    waiting = fresh(behind)
+    assert (waiting.status, waiting.started_at, waiting.enqueued_at) == (RunStatus.QUEUED, None, None)
+    assert queues.state("default").paused_run_id == failing
+    queues.resume("default")
+    assert rq_ids() == [run_job_id(behind)]

@@ -1,5 +1,6 @@
 """The workers panel of the queues page and `flask queues show`, with a real worker; a worker gone
 silent shows as lost; Redis down is said, never a 500."""
+import time
 import socket
 from datetime import timedelta
 
@@ -95,3 +96,12 @@ def test_redis_down_is_said_not_a_500(ctx, login_as, redis_server):
         assert shown.exit_code == 1 and "Redis does not answer" in shown.output
     finally:
         redis_server.start()
+
+
+def test_an_idle_worker_keeps_beating_and_is_never_taken_for_lost(ctx, worker, app):
+    from webapp.queues.queries import workers
+
+    dead_after = app.config["RUN_DEAD_AFTER"]
+    time.sleep(dead_after + 2)  # idle all along: no job came
+    [row] = workers()
+    assert not row.lost and row.state == "idle", row

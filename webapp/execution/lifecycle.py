@@ -50,7 +50,7 @@ def _report(ended: Ended):
 
 
 def _pause_on_failure(ended: Ended):
-    queues.pause_on_failure(ended)  # a failed run pauses its queue if the queue says so
+    queues.tell_paused(ended)  # the pause itself commits with the run's end (end_run)
 
 
 _FINISH_HOOKS: list[Callable[[Ended], object]] = [_report, _pause_on_failure]
@@ -233,6 +233,8 @@ def end_run(run_id: int, status: str, message: str = "", ctx=None,
     if result.rowcount != 1:
         db.session.rollback()
         return None
+    if status == RunStatus.FAILED:
+        queues.pause_for_failure(job_type, run_id, job_id, message)
     lines = ctx.lines if ctx is not None else lines
     if lines:
         db.session.execute(_INSERT_LINES, [

@@ -321,23 +321,46 @@ def set_pause_on_failure(queue: str, on: bool, user=None) -> Outcome:
     return Outcome(f"Pause on failure is {'on' if on else 'off'} for queue {queue}.", True)
 
 
-# --- pause on failure (a finish hook) -----------------------------------------------------------
+# --- pause on failure ---------------------------------------------------------------------------
 
-def pause_on_failure(ended) -> None:
-    """A failed run pauses its queue if the queue asks for it, and the superadmins are told."""
+def pause_for_failure(job_type: str | None, run_id: int, job_id: int, message: str) -> bool:
+    """Inside the transaction that ends a failed run (lifecycle.end_run): pause its queue if the
+    queue asks for it. In the same transaction, so that nothing of the queue is handed over or
+    claimed after the failure: not the job's next waiting run (handed over in that transaction),
+    not the run a worker claims with that end (the claim reads the pause). True if it paused."""
+    queue = queue_of(job_type) if job_type else None
+    row = db.session.get(QueueState, queue) if queue else None
+    if row is None or not row.pause_on_failure:
+        return False
+    QueueState.lock(queue)
+    db.session.refresh(row)
+    if row.paused:
+        return False
+    name = db.session.scalar(select(Job.name).where(Job.id == job_id)) or f"job {job_id}"
+    error = " ".join((message or "no message").split())[:300]
+    row.paused_at = utcnow()
+    row.paused_by_id, row.paused_by_name = None, "system"
+    row.reason = f"Run #{run_id} of {name} failed: {error}"[:REASON_MAX]
+    row.paused_run_id = run_id
+    record("pause", "queue", None, actor=None, object_name=queue, after={"reason": row.reason},
+           run=_RunRef(run_id))
+    db.session.flush()
+    log.info("queue paused queue=%s by=system run=%s (pause on failure)", queue, run_id)
+    return True
+
+
+@dataclass(frozen=True)
+class _RunRef:
+    id: int
+
+
+def tell_paused(ended) -> None:
+    """A finish hook: if this failed run paused its queue, each superadmin gets an email."""
     if ended.status != RunStatus.FAILED:
         return
-    row = db.session.execute(select(Job.job_type, Job.name, Run.message).join(Run, Run.job_id == Job.id)
-                             .where(Run.id == ended.run_id)).first()
-    queue = queue_of(row.job_type) if row is not None else None
-    setting = db.session.scalar(select(QueueState.pause_on_failure).where(QueueState.name == queue)) if queue else None
+    queue = db.session.scalar(select(QueueState.name).where(QueueState.paused_run_id == ended.run_id))
     db.session.commit()
-    if not setting:
-        return
-    error = " ".join((row.message or "no message").split())[:300]
-    run = db.session.get(Run, ended.run_id)
-    outcome = pause(queue, None, f"Run #{ended.run_id} of {row.name} failed: {error}", failed_run=run)
-    if outcome.changed:
+    if queue is not None:
         from webapp.execution import notify
 
         notify.tell_superadmins_paused(queue, ended.run_id)

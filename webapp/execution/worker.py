@@ -99,6 +99,7 @@ class FiretimeWorker(Worker):
         self.pending_end = None  # the outcome of the last run, when its end waits for the next claim
         self.paused: set[str] = set()  # names of paused queues, as last read (open_queues)
         self.paused_read_at = float("-inf")
+        self.idle_beat = heartbeat_seconds  # seconds between heartbeats while waiting for a job
         self.staged: dict = {}  # fields of the worker's RQ hash written with its next round trip
         self.beat_with_check = False  # the heartbeat RQ sends after a run goes with the suspension check
 
@@ -344,9 +345,11 @@ class FiretimeWorker(Worker):
             if self.should_run_maintenance_tasks:
                 self.run_maintenance_tasks()
             listening = self.open_queues()
-            wait = timeout
+            # Beat at least every HEARTBEAT_SECONDS while idle, so that a waiting worker is not
+            # taken for a lost one (the queues page calls a worker silent for RUN_DEAD_AFTER lost).
+            wait = timeout if timeout is None else min(timeout, self.idle_beat)
             if len(listening) < len(self._ordered_queues) and timeout is not None:
-                wait = min(timeout, PAUSE_RECHECK)
+                wait = min(wait, PAUSE_RECHECK)
             if max_idle_time is not None:
                 left = max_idle_time - (time.monotonic() - idle_since)
                 if left <= 0:
