@@ -492,3 +492,20 @@ def test_a_bad_setting_is_told_next_to_its_field_and_nothing_is_stored(app, root
     with app.app_context():
         assert db.session.scalar(select(Setting)) is None
     assert audit(app, "edit") == []
+
+
+def test_a_domain_holding_clinical_data_or_a_dataset_cannot_be_deleted(app, root):
+    from webapp.models import Dataset, Subject
+
+    with app.app_context():
+        study = make_domain("Study with data")
+        db.session.add(Subject(domain_id=study.id, subject_key="S1"))
+        db.session.add(Dataset(domain_id=study.id, name="Vitals"))
+        db.session.commit()
+        study_id = study.id
+    page = root.client.get(f"/admin/domains/{study_id}").get_data(as_text=True)
+    assert "1 dataset is defined on it: delete it first." in page
+    assert "It holds clinical data of 1 subject." in page
+    response = root.client.post(f"/admin/domains/{study_id}/delete", data={"csrf_token": root.token})
+    assert response.status_code == 302  # refused with the reasons, not a 500
+    assert db_id(app, "Study with data") == study_id

@@ -161,7 +161,7 @@ def test_views_per_job_type_with_counts_and_the_columns_the_type_declares(root, 
     assert re.search(r'aria-current="page">List import', page)
     # The extra column sorts too.
     assert [n for n in re.findall(r'>(Import \w+)</a>', root.get(f"/jobs/?type={import_type}&sort=p.directory&dir=desc")
-                                  .get_data(as_text=True))] == ["Import south", "Import north"]
+                                  .get_data(as_text=True)) if n != "Import jobs"] == ["Import south", "Import north"]
     # A type without declared columns shows its first parameters, defaults filled in.
     defaults = make_job("Selftest defaults", params={})
     selftest = root.get("/jobs/?type=system.selftest").get_data(as_text=True)

@@ -121,5 +121,5 @@ def test_runs_rq_gave_up_on_are_handed_over_again(ctx):
 def test_system_jobs_whose_name_is_taken_do_not_stop_the_scheduler(ctx):
     make_job(name="Purge run history")  # an administrator's job got there first
     created = sync.ensure_system_jobs()
-    assert [job.name for job in created] == ["Activity report"]
-    assert db.session.scalar(select(func.count(Job.id)).where(Job.system.is_(True))) == 1
+    assert [job.name for job in created] == ["Delete orphaned export files", "Activity report"]
+    assert db.session.scalar(select(func.count(Job.id)).where(Job.system.is_(True))) == 2

@@ -134,7 +134,7 @@ def test_two_schedulers_fire_every_occurrence_exactly_once(ctx, start_process, w
 
 def test_scheduler_start_creates_system_jobs_and_places_them(ctx, start_process):
     process = start_process("scheduler")
-    wait_for(lambda: len(scheduled_entries()) == 2, 20, message="system jobs placed")
+    wait_for(lambda: len(scheduled_entries()) == 3, 20, message="system jobs placed")  # purge, orphans, report
     process.stop()
     names = set(db.session.scalars(select(Job.name).where(Job.system.is_(True))))
     assert names == {"Purge run history", "Activity report"}

@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from webapp.extensions import db
-from webapp.models import AuditEvent, Domain, Job, User
+from webapp.models import AuditEvent, Dataset, Domain, Job, Subject, User
 from webapp.models.accounts import supervision
 from webapp.models.audit import record
 
@@ -190,6 +190,12 @@ def why_not_deletable(domain: Domain) -> list[str]:
                                     .where(supervision.c.domain_id == domain.id))
     if supervisors:
         reasons.append(f"{_count(supervisors, 'system administrator supervises', 'system administrators supervise')} it: take it from {'that user' if supervisors == 1 else 'them'} first.")
+    datasets = db.session.scalar(select(func.count(Dataset.id)).where(Dataset.domain_id == domain.id))
+    if datasets:
+        reasons.append(f"{_count(datasets, 'dataset is', 'datasets are')} defined on it: delete {'it' if datasets == 1 else 'them'} first.")
+    subjects = db.session.scalar(select(func.count(Subject.id)).where(Subject.domain_id == domain.id))
+    if subjects:
+        reasons.append(f"It holds clinical data of {_count(subjects, 'subject', 'subjects')}.")
     children = db.session.scalar(select(func.count(Domain.id)).where(Domain.parent_id == domain.id))
     if children:
         reasons.append(f"{_count(children, 'domain is', 'domains are')} below it: move or delete {'it' if children == 1 else 'them'} first.")

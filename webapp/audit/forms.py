@@ -12,7 +12,7 @@ EARLIEST, LATEST = date(2000, 1, 1), date(2999, 12, 31)
 KNOWN_ACTIONS = ("create", "edit", "remove", "restore", "delete", "run_now", "skip", "cancel", "retry",
                  "login", "login_failed", "password", "deactivate", "reactivate", "token_create", "token_revoke",
                  "move", "rename")
-KNOWN_OBJECT_TYPES = ("job", "run", "user", "domain", "setting", "api_token")
+KNOWN_OBJECT_TYPES = ("job", "run", "user", "domain", "setting", "api_token", "queue", "dataset", "item_value")
 
 
 class DayField(DateField):

@@ -177,7 +177,7 @@ def can_use_support(user) -> bool:
 
 # --- the audit trail -------------------------------------------------------------------------
 
-_JOB_OBJECTS = ("job", "run")
+_JOB_OBJECTS = ("job", "run", "dataset", "item_value")
 
 
 def audit_query(user):
@@ -185,7 +185,8 @@ def audit_query(user):
 
     A superadmin reads them all. Anyone else reads:
     - what they did themselves, and what was done to their own account;
-    - what happened to jobs and runs they may see the domain of: an audit record keeps the
+    - what happened to queues (pause, resume, clear), for those who may manage queues;
+    - what happened to jobs and runs (and datasets and imported values) they may see the domain of: an audit record keeps the
       domain its object had (`domain_id`), so the history of a deleted job stays readable to
       the people of its domain, and moving a job on does not rewrite who saw its past; records
       of installation jobs (no domain) for those who see installation jobs;
@@ -210,7 +211,8 @@ def audit_query(user):
             and_(AuditEvent.object_type == "job", _is_in(AuditEvent.object_id, hidden_jobs)),
             and_(AuditEvent.object_type == "run", _is_in(AuditEvent.object_id, hidden_runs)),
             _is_in(AuditEvent.run_id, hidden_runs))))
-    return select(AuditEvent).where(or_(own, about_jobs))
+    about_queues = AuditEvent.object_type == "queue" if can_manage_queues(user) else false()
+    return select(AuditEvent).where(or_(own, about_jobs, about_queues))
 
 
 def _is_in(column, subquery):

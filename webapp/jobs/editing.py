@@ -275,6 +275,10 @@ def check(user, data: JobInput, job: Job | None = None, *, now: datetime | None 
                                "choose By domain and the domain.")
 
     params = _check_params(job_type, data.params, errors) if job_type else {}
+    check_with_domain = job_type.extra.get("check_with_domain") if job_type else None
+    if check_with_domain and not any(key.startswith(PARAM_PREFIX) for key in errors) and "domain_id" not in errors:
+        errors.update({f"{PARAM_PREFIX}{name}": message
+                       for name, message in check_with_domain(params, domain_id).items()})
     try:
         plan = check_plan(data.plan, job_type, now=now, previous=job.plan if job is not None else None)
     except PlanError as exc:

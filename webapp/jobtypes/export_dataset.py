@@ -356,7 +356,10 @@ register(JobType(
     description="Exports a dataset of the job's domain to a file (CSV, tab-separated text, JSON or ODM 1.3 XML) "
                 "in the archive of exported files.",
     extra={"default_plan": {"kind": "period", "repeat": "weekly"},
-           "list_columns": [("dataset", "Dataset"), ("format", "Format")]},
+           "list_columns": [("dataset", "Dataset"), ("format", "Format")],
+           # The job form asks this when it saves: the parameters' schema cannot know the domain.
+           "check_with_domain": lambda params, domain_id: {
+               "dataset": problem} if (problem := dataset_problem(params.get("dataset"), domain_id)) else {}},
 ))
 register(JobType(
     key=EXTRACT_KEY,
