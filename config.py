@@ -34,6 +34,7 @@ class Config:
         self.SECRET_KEY = env("SECRET_KEY", "dev-only-change-me")
         self.SQLALCHEMY_DATABASE_URI = env("DATABASE_URL", f"sqlite:///{instance / 'firetime.db'}")
         self.REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
+        self.REDIS_SOCKET_TIMEOUT = env_int("FIRETIME_REDIS_SOCKET_TIMEOUT", 5)
         # All plan wall times (daily 02:30, period starts, cron) are read in this zone.
         self.TIMEZONE = env("FIRETIME_TIMEZONE", "UTC")
         self.FILES_DIR = env("FIRETIME_FILES_DIR", str(instance / "files"))

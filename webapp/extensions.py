@@ -33,6 +33,10 @@ class RedisClient:
     def init_app(self, app):
         app.extensions["redis"] = redis_lib.Redis.from_url(
             app.config["REDIS_URL"], health_check_interval=30, socket_connect_timeout=5,
+            # A Redis that hangs (stopped, a network cut dropping packets) fails a call after this
+            # instead of holding a page for ever; longer than any blocking read the web makes
+            # (the live log's XREAD blocks 2 s). RQ raises it for a worker's own blocking waits.
+            socket_timeout=app.config["REDIS_SOCKET_TIMEOUT"],
             # Resolved once here: left to itself, redis-py reads its own package metadata for
             # every new connection, and every work horse makes one (3 ms a run).
             driver_info=DriverInfo(),

@@ -99,3 +99,31 @@ def test_a_redis_outage_during_a_run_loses_nothing_and_the_worker_goes_on(ctx, r
     assert worker.proc.poll() is None, worker.output()[-3000:]  # the worker waited for Redis
     again = final(dispatch.request_run(job, args="duration=0").id, timeout=60)
     assert again.status == RunStatus.SUCCEEDED and again.worker_name == run.worker_name
+
+
+def test_a_hung_redis_fails_page_calls_after_the_socket_timeout_instead_of_holding_them(ctx, client, login_as,
+                                                                                        redis_server, app):
+    """A Redis that stops answering (a stopped process, a cut that drops packets) is not refused
+    like a dead one: without a socket timeout each Redis call of a page would wait for ever."""
+    import os
+    import signal
+
+    from webapp.execution import dispatch
+
+    user = make_user()
+    login_as(user)
+    job = make_job()
+    from webapp.execution import lifecycle
+
+    run = dispatch.request_run(job, user=user)
+    lifecycle.claim(run.id, "host-a.1", live=False)  # in progress: the dashboard asks Redis for its progress
+    client.get("/dashboard/")  # connections made while Redis answers
+    os.kill(redis_server.proc.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        response = client.get("/dashboard/")
+        took = time.monotonic() - started
+    finally:
+        os.kill(redis_server.proc.pid, signal.SIGCONT)
+    assert response.status_code == 200
+    assert took < 4 * app.config["REDIS_SOCKET_TIMEOUT"] + 5, f"the dashboard took {took:.1f} s"
