@@ -296,7 +296,7 @@ def test_the_api_result_file_is_the_export(vitals, client):
     response = client.get(f"/api/scheduled-jobs/{job}/runs/{run.id}/result-file",
                           headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200, response.get_data(as_text=True)
-    assert response.mimetype == "text/csv" and response.get_data() == file_of(run)[1]
+    assert response.headers["Content-Type"] == "text/csv; charset=utf-8" and response.get_data() == file_of(run)[1]
     assert run.files[0].name in response.headers["Content-Disposition"]
 
 

@@ -15,7 +15,7 @@ from webapp.jobs.queries import latest_runs
 from webapp.jobtypes import registry
 from webapp.models import ApiToken, Job, Run, RunStatus, Trigger
 from webapp.models.types import utcnow
-from webapp.runs.files import open_run_file
+from webapp.runs.files import media_type, open_run_file
 
 blp = Blueprint("api", __name__, url_prefix="/api", description="Scheduled jobs and their runs.")
 
@@ -201,5 +201,5 @@ class JobRunFile(MethodView):
         handle = open_run_file(run.files[0])
         if handle is None:
             abort(404, description="The run's file is no longer on disk (purged by retention).")
-        return send_file(handle, mimetype=run.files[0].content_type, as_attachment=True,
+        return send_file(handle, mimetype=media_type(run.files[0]), as_attachment=True,
                          download_name=run.files[0].name)

@@ -10,3 +10,10 @@ def open_run_file(file):
     if os.path.commonpath([root, path]) != root or not os.path.isfile(path):
         return None
     return open(path, "rb")
+
+
+def media_type(file) -> str:
+    """A file's media type without parameters: Flask's send_file adds "; charset=utf-8" to text
+    types itself (a stored "text/csv; charset=utf-8" came out with the charset twice)."""
+    return (file.content_type or "application/octet-stream").split(";")[0].strip()
+

@@ -9,7 +9,7 @@ from webapp.extensions import redis_client
 from webapp.forms import ConfirmForm
 from webapp.jobs.editing import parse_id
 from webapp.runs import logs, present, reads, stream, textlog
-from webapp.runs.files import open_run_file
+from webapp.runs.files import media_type, open_run_file
 from webapp.runs.waiting import waiting_for
 
 bp = Blueprint("runs", __name__, url_prefix="/runs")
@@ -139,4 +139,4 @@ def download(file_id):
     handle = open_run_file(file)
     if handle is None:
         abort(404, description="The file is no longer on disk.")
-    return send_file(handle, mimetype=file.content_type, as_attachment=True, download_name=file.name)
+    return send_file(handle, mimetype=media_type(file), as_attachment=True, download_name=file.name)
