@@ -191,3 +191,21 @@ def test_a_queued_run_says_its_queue_is_paused_or_whose_turn_it_is_on_a_serial_q
     second = dispatch.request_run(make_job(job_type="tests.serial_step", params={}), user=user)
     assert waiting_note(client, second.id) == (f"Waiting for its turn on the serial queue tests-serial, behind "
                                                f"run #{first.id}: it runs one run at a time.")
+
+
+def test_statistics_with_a_list_of_records_show_as_a_table(ctx, client, login_as):
+    from webapp.models.types import utcnow
+
+    user = make_user()
+    login_as(user)
+    run = dispatch.request_run(make_job(), user=user)
+    run.status, run.finished_at = RunStatus.SUCCEEDED, utcnow()
+    run.stats = {"files_imported": 1, "files": [{"file": "a.xml", "values_inserted": 12},
+                                                {"file": "<b>.xml", "error": "truncated"}]}
+    db.session.commit()
+    body = client.get(f"/runs/{run.id}").get_data(as_text=True)
+    assert "<dt>files_imported</dt><dd>1</dd>" in body
+    assert '<caption>Files</caption>' in body
+    assert "<th scope=\"col\">values inserted</th>" in body and "<th scope=\"col\">error</th>" in body
+    assert "<td>a.xml</td><td>12</td><td></td>" in body
+    assert "&lt;b&gt;.xml" in body and "[{" not in body
