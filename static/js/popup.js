@@ -61,13 +61,18 @@
   }
 
   function onClose() {
-    // Emptying through htmx cleans the fragment up, which closes its event stream.
-    if (window.htmx && window.htmx.swap) window.htmx.swap(content, "", {swapStyle: "innerHTML"});
-    else content.innerHTML = "";
     var runId = Number(dialog.dataset.runId);
-    if (opener && document.body.contains(opener)) opener.focus();
-    opener = null;
-    document.dispatchEvent(new CustomEvent("logpopup:closed", {detail: {runId: runId}}));
+    try {
+      // Emptying through htmx cleans the fragment up, which closes its event stream.
+      if (window.htmx && window.htmx.swap) window.htmx.swap(content, "", {swapStyle: "innerHTML"});
+      else content.innerHTML = "";
+    } catch (error) {
+      content.innerHTML = "";  // a clean-up that fails must not keep focus or the event from following
+    } finally {
+      if (opener && document.body.contains(opener)) opener.focus();
+      opener = null;
+      document.dispatchEvent(new CustomEvent("logpopup:closed", {detail: {runId: runId}}));
+    }
   }
 
   function focusables() {

@@ -6,6 +6,7 @@ import re
 
 from playwright.sync_api import expect
 
+from tests.conftest import wait_for
 from tests.factories import make_job, make_user
 from tests.integration.test_popup import finished_run
 from tests.integration.test_run_page import FAILURE, TRACEBACK
@@ -66,6 +67,7 @@ def test_the_popup_streams_a_run_in_progress_then_shows_its_whole_log(ctx, live_
 
     page.keyboard.press("Escape")
     expect(popup).to_be_hidden()
+    wait_for(lambda: page.evaluate("window.popupClosed.length"), 5, message="the close event")  # a task later
     assert page.evaluate("window.popupClosed") == [running.id]
     assert page.console_errors == []
 
@@ -120,6 +122,7 @@ def test_the_popup_filters_finds_keeps_focus_and_closes_with_esc(ctx, live_serve
     page.keyboard.press("Escape")
     expect(popup).to_be_hidden()
     expect(opener).to_be_focused()
+    wait_for(lambda: page.evaluate("window.popupClosed.length"), 5, message="the close event")
     assert page.evaluate("window.popupClosed") == [failed.id]
     assert page.console_errors == []
 
