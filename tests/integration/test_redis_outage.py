@@ -1,5 +1,6 @@
 """Redis restarted empty while people work: nothing lost, nothing stuck, no error pages."""
 import time
+from datetime import timedelta
 
 from flask import g
 
@@ -92,7 +93,9 @@ def test_a_redis_outage_during_a_run_loses_nothing_and_the_worker_goes_on(ctx, r
     assert messages[0].startswith("Self-test started") and messages[-1] == "Self-test finished."
     assert len(messages) == run.line_count == run.stats["lines"] + 2  # every line, none twice
     # The lines written while Redis was away reached the live view once it was back.
-    written_away = {message for message, at in lines if away_from <= at <= back_at}
+    # (From a moment after the stop: a line sent as Redis went down may have been taken by the old
+    # Redis and gone with it, which no client can tell apart from one that reached the new one.)
+    written_away = {message for message, at in lines if away_from + timedelta(milliseconds=500) <= at <= back_at}
     assert len(written_away) >= 5
     assert written_away <= {line["msg"] for line in livelog.all_lines(redis_client.conn, run.id)}
 
