@@ -23,7 +23,8 @@ def upgrade():
     sa.Column('record_id', sa.Integer(), autoincrement=False, nullable=False),
     sa.Column('item_id', sa.Integer(), autoincrement=False, nullable=False),
     sa.Column('value', sa.Text(), nullable=True),
-    sa.PrimaryKeyConstraint('record_id', 'item_id', name=op.f('pk_item_values'))
+    sa.PrimaryKeyConstraint('record_id', 'item_id', name=op.f('pk_item_values')),
+    sqlite_with_rowid=False,  # SQLite: the key is the table (one B-tree to write, not two)
     )
     op.create_table('clinical_oids',
     sa.Column('id', sa.Integer(), nullable=False),
