@@ -137,7 +137,7 @@ def test_scheduler_start_creates_system_jobs_and_places_them(ctx, start_process)
     wait_for(lambda: len(scheduled_entries()) == 3, 20, message="system jobs placed")  # purge, orphans, report
     process.stop()
     names = set(db.session.scalars(select(Job.name).where(Job.system.is_(True))))
-    assert names == {"Purge run history", "Activity report"}
+    assert names == {"Purge run history", "Activity report", "Delete orphaned export files"}
     purge = db.session.scalar(select(Job).where(Job.job_type == "system.purge_history"))
     local = purge.next_fire_at.astimezone(sync.timezone())
     assert (local.hour, local.minute) == (2, 30)
