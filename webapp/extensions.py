@@ -1,6 +1,7 @@
 """Extensions, created unbound and bound to the app in create_app with init_app."""
 import redis as redis_lib
 from redis.driver_info import DriverInfo
+from redis.maint_notifications import MaintNotificationsConfig
 from flask import current_app
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -39,7 +40,10 @@ class RedisClient:
             socket_timeout=app.config["REDIS_SOCKET_TIMEOUT"],
             # Resolved once here: left to itself, redis-py reads its own package metadata for
             # every new connection, and every work horse makes one (3 ms a run).
-            driver_info=DriverInfo(),
+            driver_info=DriverInfo(name=None, lib_version=None),
+            # No CLIENT SETINFO / maintenance-notification handshake on each new connection (two
+            # and one round trips, which Redis 7.0 refuses anyway): every work horse makes one.
+            maint_notifications_config=MaintNotificationsConfig(enabled=False),
         )
 
     @property

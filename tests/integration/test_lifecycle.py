@@ -76,3 +76,19 @@ def test_a_worker_commits_once_between_two_runs_and_records_the_last_end_before_
         assert entries[-1] == {"t": "end", "status": "succeeded"}
         assert livelog.progress(redis_client.conn, run_id)["status"] == "succeeded"
     assert len(commits) == len(run_ids) + 1  # was two a run: the claim, then the end
+
+
+def test_an_outcome_too_large_for_the_shared_area_still_reaches_the_database(ctx, monkeypatch):
+    from webapp.execution import runner
+
+    monkeypatch.setattr(runner.Handoff, "SIZE", 4096)
+    small = dispatch.request_run(make_job(params={"duration": 0, "lines_per_second": 0})).id
+    large = dispatch.request_run(make_job(params={"duration": 1, "lines_per_second": 200})).id
+    db.session.remove()
+    FiretimeWorker(queue_names(), connection=redis_client.conn).work(burst=True)
+    for run_id in (small, large):
+        run = db.session.get(Run, run_id, populate_existing=True)
+        assert run.status == RunStatus.SUCCEEDED, run.message
+        assert db.session.scalar(select(func.count()).select_from(RunLogLine)
+                                 .where(RunLogLine.run_id == run_id)) == run.line_count >= 2
+    assert db.session.get(Run, large).line_count > 150

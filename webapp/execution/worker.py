@@ -587,6 +587,8 @@ def warm_up():
     from webapp.jobtypes import registry
 
     registry.load_builtin()
+    for job_type in registry.all_types():
+        job_type.schema  # noqa: B018  (made once here, shared by every horse)
     configure_mappers()
     with db.engine.connect():
         pass

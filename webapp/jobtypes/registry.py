@@ -1,4 +1,5 @@
 """Job types by key. The database stores the key, never a dotted path from user input."""
+import functools
 import shlex
 from dataclasses import dataclass, field
 from typing import Callable
@@ -57,10 +58,16 @@ class JobType:
     description: str = ""
     extra: dict = field(default_factory=dict)
 
+    @functools.cached_property
+    def schema(self) -> Schema:
+        """The parameters' schema, made once (making one copies its fields); loading keeps no
+        state in it."""
+        return self.params()
+
     def load_params(self, data: dict) -> dict:
         """Validated parameters with defaults filled in; raises InvalidArguments."""
         try:
-            return self.params().load(data or {})
+            return self.schema.load(data or {})
         except ValidationError as exc:
             raise InvalidArguments({k: " ".join(v) if isinstance(v, list) else str(v)
                                     for k, v in exc.messages.items()}) from None
@@ -68,10 +75,10 @@ class JobType:
     def params_for_run(self, stored: dict, args: str) -> dict:
         """The job's stored parameters overridden by `key=value` run arguments."""
         overrides = parse_args(args)
-        unknown = set(overrides) - set(self.params().fields)
+        unknown = set(overrides) - set(self.schema.fields)
         if unknown:
             raise InvalidArguments({"args": f"Unknown argument(s): {', '.join(sorted(unknown))}. "
-                                            f"Known: {', '.join(self.params().fields) or 'none'}."})
+                                            f"Known: {', '.join(self.schema.fields) or 'none'}."})
         return self.load_params({**(stored or {}), **overrides})
 
 
