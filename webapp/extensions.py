@@ -32,7 +32,13 @@ class RedisClient:
     """One redis-py client per app; connecting happens on first use, never at import."""
 
     def init_app(self, app):
-        app.extensions["redis"] = redis_lib.Redis.from_url(
+        app.extensions["redis"] = self.make(app)
+
+    @staticmethod
+    def make(app) -> redis_lib.Redis:
+        """A client as the app configures it (a worker in the same process changes its pool's
+        socket timeout for its blocking waits: RQ does)."""
+        return redis_lib.Redis.from_url(
             app.config["REDIS_URL"], health_check_interval=30, socket_connect_timeout=5,
             # A Redis that hangs (stopped, a network cut dropping packets) fails a call after this
             # instead of holding a page for ever; longer than any blocking read the web makes

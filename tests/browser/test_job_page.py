@@ -121,7 +121,7 @@ def test_the_schedule_is_changed_in_place_with_its_fire_times(ctx, live_server, 
 
     page.get_by_label("Schedule").select_option("period")
     # The fields of a period start empty, and nothing is wrong before anything is typed.
-    expect(page.get_by_label("Repeat")).to_have_value("daily")
+    expect(page.get_by_label("Repeat")).to_have_value("daily", timeout=15_000)  # the fields come by HTMX
     expect(page.locator("#plan-preview")).to_contain_text("Fill in Start (date and time) to see the next fire times.")
     expect(page.locator("#plan-preview .preview-errors")).to_have_count(0)
     page.get_by_label("Schedule").select_option("cron")

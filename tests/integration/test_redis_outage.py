@@ -105,7 +105,8 @@ def test_a_redis_outage_during_a_run_loses_nothing_and_the_worker_goes_on(ctx, r
 
 
 def test_a_hung_redis_fails_page_calls_after_the_socket_timeout_instead_of_holding_them(ctx, client, login_as,
-                                                                                        redis_server, app):
+                                                                                        redis_server, app,
+                                                                                        monkeypatch):
     """A Redis that stops answering (a stopped process, a cut that drops packets) is not refused
     like a dead one: without a socket timeout each Redis call of a page would wait for ever."""
     import os
@@ -113,6 +114,11 @@ def test_a_hung_redis_fails_page_calls_after_the_socket_timeout_instead_of_holdi
 
     from webapp.execution import dispatch
 
+    from webapp.extensions import redis_client
+
+    # The app's client as configured: an RQ worker made in this test process earlier (burst
+    # workers of other tests) raised the shared client's socket timeout for its blocking waits.
+    monkeypatch.setitem(app.extensions, "redis", redis_client.make(app))
     user = make_user()
     login_as(user)
     job = make_job()
