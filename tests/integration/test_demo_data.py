@@ -67,9 +67,8 @@ def test_demo_seed_leaves_a_file_and_an_import_job_whose_first_run_imports_it(ct
     assert not waiting.exists()
 
 
-def test_demo_seed_defines_vitals_and_its_weekly_export_once_an_export_type_is_installed(ctx, demo_folder):
-    if not registry.is_known("export_dataset"):
-        pytest.skip("no export job type is installed: the demo has no export job")
+def test_demo_seed_defines_vitals_and_its_weekly_export(ctx, demo_folder):
+    assert registry.is_known("export_dataset")  # shipped: the demo always has its export job
     assert ctx.test_cli_runner().invoke(args=["demo", "seed"]).exit_code == 0
     vitals = db.session.scalar(select(Dataset).where(Dataset.name == "Vitals"))
     assert vitals.domain.name == "Study A"
