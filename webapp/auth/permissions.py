@@ -89,28 +89,28 @@ def files_query(user):
     return select(RunFile).join(RunFile.job).where(job_filter(user))
 
 
+def _one_or_404(query, what: str):
+    """The one row the query finds, or 404 "No such <what>." (also when it exists but is not the
+    user's to see: the answer must not tell the two apart)."""
+    found = db.session.scalar(query)
+    if found is None:
+        abort(404, description=f"No such {what}.")
+    return found
+
+
 def get_job_or_404(user, job_id):
-    job = db.session.scalar(jobs_query(user).where(Job.id == job_id))
-    if job is None:
-        abort(404, description="No such job.")
-    return job
+    return _one_or_404(jobs_query(user).where(Job.id == job_id), "job")
 
 
 def get_run_or_404(user, run_id, job_id=None):
     query = runs_query(user).where(Run.id == run_id)
     if job_id is not None:
         query = query.where(Run.job_id == job_id)
-    run = db.session.scalar(query)
-    if run is None:
-        abort(404, description="No such run.")
-    return run
+    return _one_or_404(query, "run")
 
 
 def get_file_or_404(user, file_id):
-    file = db.session.scalar(files_query(user).where(RunFile.id == file_id))
-    if file is None:
-        abort(404, description="No such file.")
-    return file
+    return _one_or_404(files_query(user).where(RunFile.id == file_id), "file")
 
 
 def domains_for_new_jobs(user):
@@ -133,10 +133,7 @@ def datasets_query(user):
 
 
 def get_dataset_or_404(user, dataset_id):
-    dataset = db.session.scalar(datasets_query(user).where(Dataset.id == dataset_id))
-    if dataset is None:
-        abort(404, description="No such dataset.")
-    return dataset
+    return _one_or_404(datasets_query(user).where(Dataset.id == dataset_id), "dataset")
 
 
 def archive_query(user):
