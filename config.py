@@ -42,6 +42,10 @@ class Config:
         # each file goes to processed/<date>/ or failed/ under the folder it was read from.
         self.IMPORT_DIR = env("FIRETIME_IMPORT_DIR", str(instance / "import"))
         self.RETENTION_DAYS = env_int("FIRETIME_RETENTION_DAYS", 90)
+        # Support scripts (SPEC 8) run in a child process killed past these limits; both are
+        # defaults of settings an administrator may change on the settings page.
+        self.SCRIPT_TIME_LIMIT = env_int("FIRETIME_SCRIPT_TIME_LIMIT", 600)  # seconds
+        self.SCRIPT_MEMORY_MB = env_int("FIRETIME_SCRIPT_MEMORY_MB", 512)  # address space, MiB
         # A run's worker refreshes a heartbeat this often; a run whose heartbeat is gone
         # for RUN_DEAD_AFTER seconds is failed as "worker died".
         self.HEARTBEAT_SECONDS = env_int("FIRETIME_HEARTBEAT_SECONDS", 5)

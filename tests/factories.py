@@ -38,3 +38,19 @@ def make_job(name=None, *, domain=None, job_type="system.selftest", plan=None, p
     db.session.add(job)
     db.session.commit()
     return job
+
+
+def make_script_job(script="log('hello')", name=None, *, config=None, time_limit=None, plan=None, run_as=None,
+                    saved_by=None, **extra) -> Job:
+    """A support script job (type support.script) with its first script version. No plan by default,
+    so that only the test starts its runs."""
+    from webapp.models.scripts import ScriptVersion, script_md5
+
+    job = make_job(name, job_type="support.script", plan=plan,
+                   params={"config": dict(config or {}), "time_limit": time_limit},
+                   run_as_id=getattr(run_as, "id", None), **extra)
+    db.session.add(ScriptVersion(job_id=job.id, number=1, script=script, md5=script_md5(script),
+                                 saved_by_id=getattr(saved_by, "id", None),
+                                 saved_by_name=getattr(saved_by, "username", "") or ""))
+    db.session.commit()
+    return job

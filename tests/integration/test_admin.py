@@ -440,10 +440,13 @@ def test_settings_default_to_the_environment_and_are_stored_audited(app, root):
     page = root.client.get("/admin/settings").get_data(as_text=True)
     assert f'value="{app.config["RETENTION_DAYS"]}"' in page and f'value="{app.config["BASE_URL"]}"' in page
     assert f'value="{app.config["MAIL_DEFAULT_SENDER"]}"' in page
-    assert page.count("Default from the server") == 4
+    assert f'value="{app.config["SCRIPT_TIME_LIMIT"]}"' in page and f'value="{app.config["SCRIPT_MEMORY_MB"]}"' in page
+    assert page.count("Default from the server") == 6
     # The sender the environment gives (firetime@localhost in the tests) may stay as it is.
+    limits = {"script_time_limit": str(app.config["SCRIPT_TIME_LIMIT"]),
+              "script_memory_mb": str(app.config["SCRIPT_MEMORY_MB"])}
     response = root.client.post("/admin/settings", data={
-        "csrf_token": root.token, "retention_days": "45", "support_roles": ["superadmin"],
+        "csrf_token": root.token, "retention_days": "45", "support_roles": ["superadmin"], **limits,
         "report_sender": app.config["MAIL_DEFAULT_SENDER"], "base_url": app.config["BASE_URL"]})
     assert response.status_code == 302
     with app.app_context():
@@ -451,6 +454,7 @@ def test_settings_default_to_the_environment_and_are_stored_audited(app, root):
         assert db.session.scalar(select(Setting).where(Setting.key == "report_sender")) is None
     response = root.client.post("/admin/settings", data={
         "csrf_token": root.token, "retention_days": "30", "support_roles": ["superadmin", "sysadmin"],
+        "script_time_limit": "120", "script_memory_mb": "1024",
         "report_sender": "jobs@example.org", "base_url": "https://jobs.example.org/console/"})
     assert response.status_code == 302
     with app.app_context():
@@ -458,14 +462,17 @@ def test_settings_default_to_the_environment_and_are_stored_audited(app, root):
         assert get_setting("support_roles") == ["superadmin", "sysadmin"]
         assert get_setting("report_sender") == "jobs@example.org"
         assert get_setting("base_url") == "https://jobs.example.org/console"
+        assert get_setting("script_time_limit") == 120 and get_setting("script_memory_mb") == 1024
         assert can_use_support(make_user(Role.SYSADMIN, username="sys"))
     first, event = audit(app, "edit")
     assert first.before == {"retention_days": app.config["RETENTION_DAYS"]} and first.after == {"retention_days": 45}
     assert event.actor == "root" and event.object_type == "setting"
     assert event.before == {"retention_days": 45, "support_roles": ["superadmin"],
+                            "script_time_limit": app.config["SCRIPT_TIME_LIMIT"],
+                            "script_memory_mb": app.config["SCRIPT_MEMORY_MB"],
                             "report_sender": app.config["MAIL_DEFAULT_SENDER"], "base_url": app.config["BASE_URL"]}
-    assert event.after["retention_days"] == 30
-    assert root.client.get("/admin/settings").get_data(as_text=True).count("Set here") == 4
+    assert event.after["retention_days"] == 30 and event.after["script_time_limit"] == 120
+    assert root.client.get("/admin/settings").get_data(as_text=True).count("Set here") == 6
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -475,6 +482,10 @@ def test_settings_default_to_the_environment_and_are_stored_audited(app, root):
     ("retention_days", "", "Give a number of days."),
     ("support_roles", ["sysadmin"], "Superadmins always keep the support page: tick Superadmin."),
     ("support_roles", ["superadmin", "emperor"], "is not a valid choice"),
+    ("script_time_limit", "0", "Give a number of seconds from 1 to 86400."),
+    ("script_time_limit", "86401", "Give a number of seconds from 1 to 86400."),
+    ("script_memory_mb", "64", "Give a number of megabytes from 128 to 65536."),
+    ("script_memory_mb", "", "Give a number of megabytes."),
     ("report_sender", "nobody", "is not a valid email address"),
     ("report_sender", "", "Give the address run reports are sent from."),
     ("report_sender", "someone@localhost", "It should have a period."),
@@ -485,7 +496,7 @@ def test_settings_default_to_the_environment_and_are_stored_audited(app, root):
 ])
 def test_a_bad_setting_is_told_next_to_its_field_and_nothing_is_stored(app, root, field, value, message):
     data = {"csrf_token": root.token, "retention_days": "30", "support_roles": ["superadmin"],
-            "report_sender": "jobs@example.org", "base_url": "https://jobs.example.org", field: value}
+            "script_time_limit": "600", "script_memory_mb": "512", "report_sender": "jobs@example.org", "base_url": "https://jobs.example.org", field: value}
     response = root.client.post("/admin/settings", data=data)
     assert response.status_code == 400
     assert any(name == field and message in text for name, text in errors(response)), errors(response)

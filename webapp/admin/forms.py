@@ -153,6 +153,11 @@ def web_address(form, field):
     field.data = text
 
 
+# Bounds of the support scripts' limits (the settings page and a script job's own time limit).
+SCRIPT_TIME_LIMIT_MAX = 86_400
+SCRIPT_MEMORY_MIN_MB, SCRIPT_MEMORY_MAX_MB = 128, 65_536
+
+
 class SettingsForm(FlaskForm):
     retention_days = IntegerField("Keep run history for (days)", validators=[
         InputRequired(message="Give a number of days."),
@@ -160,6 +165,16 @@ class SettingsForm(FlaskForm):
         description="Finished runs, their logs and files older than this are purged (exported files of the archive stay).")
     support_roles = CheckboxesField("Roles allowed on the support page", choices=SIGN_IN_ROLE_CHOICES,
                                     description="The support page runs scripts: keep it to the people who must.")
+    script_time_limit = IntegerField("Time limit of a support script (seconds)", validators=[
+        InputRequired(message="Give a number of seconds."),
+        NumberRange(min=1, max=SCRIPT_TIME_LIMIT_MAX,
+                    message=f"Give a number of seconds from 1 to {SCRIPT_TIME_LIMIT_MAX}.")],
+        description="A script still running after this is killed; a script job may ask for less.")
+    script_memory_mb = IntegerField("Memory limit of a support script (MB)", validators=[
+        InputRequired(message="Give a number of megabytes."),
+        NumberRange(min=SCRIPT_MEMORY_MIN_MB, max=SCRIPT_MEMORY_MAX_MB,
+                    message=f"Give a number of megabytes from {SCRIPT_MEMORY_MIN_MB} to {SCRIPT_MEMORY_MAX_MB}.")],
+        description="A script (with the processes it starts) that uses more is killed.")
     report_sender = StringField("Sender of run reports", validators=[
         DataRequired(message="Give the address run reports are sent from."), Length(max=254)])
     base_url = StringField("Address of the console", validators=[

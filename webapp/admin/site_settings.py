@@ -3,7 +3,7 @@ from webapp.extensions import db
 from webapp.models.audit import record
 from webapp.models.settings import all_settings, set_setting
 
-EDITABLE = ("retention_days", "support_roles", "report_sender", "base_url")
+EDITABLE = ("retention_days", "support_roles", "script_time_limit", "script_memory_mb", "report_sender", "base_url")
 
 
 def _comparable(value):

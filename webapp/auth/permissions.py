@@ -41,12 +41,15 @@ def sees_installation_jobs(user) -> bool:
 
 
 def hidden_job_types(user) -> set[str]:
-    """Keys of the installed job types the user may not see: those that name the roles who see
-    them (`visible_to`) without the user's role. A type that names none is seen by everyone."""
+    """Keys of the installed job types the user may not see: those whose `visible_to` (the roles
+    who see them, or a test of the user) leaves the user out. A type that names none is seen by
+    everyone."""
     hidden = set()
     for job_type in registry.all_types():
-        roles = getattr(job_type, "visible_to", None)
-        if roles is not None and user.role not in roles:
+        rule = job_type.visible_to
+        if rule is None:
+            continue
+        if not (rule(user) if callable(rule) else user.role in rule):
             hidden.add(job_type.key)
     return hidden
 

@@ -55,6 +55,9 @@ class JobType:
     # Its runs' output files are the archive of exported files: they outlive the run history
     # (purge_history keeps them), and removing or deleting the job leaves them.
     archive_files: bool = False
+    # Who sees the type's jobs and runs (auth/permissions.hidden_job_types): None for everyone, a
+    # tuple of role names, or a function of the user (support scripts: the support_roles setting).
+    visible_to: tuple | Callable | None = None
     description: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -159,7 +162,7 @@ def load_builtin():
         return
     import importlib
 
-    from webapp.jobtypes import export_dataset, import_data, system  # noqa: F401
+    from webapp.jobtypes import export_dataset, import_data, script, system  # noqa: F401
 
     for module in _configured_modules():
         importlib.import_module(module)

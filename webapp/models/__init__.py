@@ -6,6 +6,7 @@ from webapp.models.runs import LogRead, Run, RunFile, RunLogLine, RunStatus, Tri
 from webapp.models.settings import Setting  # noqa: F401
 from webapp.models.notifications import DeliveryStatus, EmailDelivery  # noqa: F401
 from webapp.models.queues import QueueState  # noqa: F401
+from webapp.models.scripts import ScriptVersion  # noqa: F401
 from webapp.models.clinical import (  # noqa: F401
     ClinicalOid, ClinicalRecord, Dataset, DatasetItem, ExportFormat, ItemDef, ItemValue, OidKind, Subject,
 )

@@ -10,6 +10,8 @@ DEFAULTS_FROM_CONFIG = {
     "retention_days": "RETENTION_DAYS",  # FIRETIME_RETENTION_DAYS
     "report_sender": "MAIL_DEFAULT_SENDER",  # MAIL_DEFAULT_SENDER
     "base_url": "BASE_URL",  # FIRETIME_BASE_URL
+    "script_time_limit": "SCRIPT_TIME_LIMIT",  # FIRETIME_SCRIPT_TIME_LIMIT, seconds
+    "script_memory_mb": "SCRIPT_MEMORY_MB",  # FIRETIME_SCRIPT_MEMORY_MB, MiB
 }
 # Settings an administrator may change at run time whose default is a fixed value.
 DEFAULTS = {
