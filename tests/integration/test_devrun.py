@@ -52,13 +52,13 @@ def alive(pid) -> bool:
 
 
 ROLES = {"web": "webapp run", "worker": "worker.py --queues default", "worker-system": "worker.py --queues system,mail",
-         "scheduler": "worker.py scheduler", "redis": "redis-server"}
+         "worker-scripts": "worker.py --queues scripts", "scheduler": "worker.py scheduler", "redis": "redis-server"}
 
 
 def role_of(command: str) -> str | None:
     """Which of make run's processes a command line is (the scheduler before the worker: its
     command line contains the worker's)."""
-    for role in ("scheduler", "web", "redis", "worker-system", "worker"):
+    for role in ("scheduler", "web", "redis", "worker-system", "worker-scripts", "worker"):
         if ROLES[role] in command and "db upgrade" not in command and "demo seed" not in command:
             return role
     return None
