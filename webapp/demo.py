@@ -15,8 +15,8 @@ from webapp.clinical.loader import Actor, import_file
 from webapp.extensions import db
 from webapp.formats.synth import FORM_OID, ITEM_GROUP_OID, write_synthetic_odm
 from webapp.jobtypes import registry
-from webapp.models import (ClinicalOid, Dataset, DatasetItem, Domain, ItemDef, Job, OidKind, Role, Run, RunLogLine,
-                           RunStatus, Scope, Subject, Trigger, User)
+from webapp.models import (ClinicalOid, Dataset, DatasetItem, Domain, ItemDef, Job, JobState, OidKind, Role, Run,
+                           RunLogLine, RunStatus, Scope, Subject, Trigger, User)
 from webapp.models.types import utcnow
 from webapp.scheduling import sync
 
@@ -87,6 +87,7 @@ def seed() -> dict:
     subjects = _study_a_data()
     _import_job(admin)
     _vitals_export(admin)
+    _script_jobs(admin)
     return {"domains": len(DOMAINS), "users": len(USERS), "jobs": db.session.query(Job).count(),
             "Study A subjects": subjects}
 
@@ -196,6 +197,55 @@ def _vitals_dataset(study, admin) -> Dataset | None:
     db.session.add(dataset)
     db.session.commit()
     return dataset
+
+
+# --- the support page: two script jobs -----------------------------------------------------------
+
+RUNS_LAST_HOUR = """\
+# Counts the runs created in the last hour, so support sees the load at a glance.
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from webapp.models import Run
+from webapp.models.types import utcnow
+
+since = utcnow() - timedelta(hours=1)
+count = db.scalar(select(func.count()).select_from(Run).where(Run.created_at >= since))
+log(f"Runs created in the last hour: {count}")
+"""
+OLD_CLEANUP = """\
+# Replaced by the system job "Delete orphaned export files"; kept archived for its history.
+log("Nothing to do: this script is archived.")
+"""
+SCRIPT_JOBS = [
+    dict(name="Count runs of the last hour", script=RUNS_LAST_HOUR, seconds=60, run_as="api-bot", archived=False,
+         description="Logs how many runs were created in the last hour, every minute."),
+    dict(name="Old export clean-up", script=OLD_CLEANUP, seconds=300, run_as=None, archived=True,
+         description="Archived: the system job took its place."),
+]
+
+
+def _script_jobs(admin):
+    """The support page's demo: a script that logs the runs of the last hour every 60 s, run as the
+    api-bot system account, and an archived one."""
+    from webapp.jobtypes.script import KEY
+    from webapp.models.scripts import ScriptVersion, script_md5
+
+    for spec in SCRIPT_JOBS:
+        if db.session.scalar(Job.live().where(Job.name == spec["name"])) is not None:
+            continue
+        run_as = db.session.scalar(select(User).where(User.username == spec["run_as"])) if spec["run_as"] else None
+        plan = {"kind": "poll", "seconds": spec["seconds"], "anchor": utcnow().replace(microsecond=0).isoformat()}
+        job = Job(name=spec["name"], description=spec["description"], job_type=KEY, scope=Scope.INSTALLATION,
+                  params={"config": {}, "time_limit": None}, plan=plan, run_as=run_as, created_by=admin,
+                  state=JobState.ARCHIVED if spec["archived"] else JobState.ACTIVE)
+        db.session.add(job)
+        db.session.flush()
+        db.session.add(ScriptVersion(job_id=job.id, number=1, script=spec["script"], md5=script_md5(spec["script"]),
+                                     saved_by_id=admin.id, saved_by_name=admin.username))
+        db.session.commit()
+        sync.reschedule(job)
 
 
 def _domain(name):
