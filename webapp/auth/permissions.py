@@ -54,6 +54,18 @@ def hidden_job_types(user) -> set[str]:
     return hidden
 
 
+def hidden_queues(user) -> set[str]:
+    """Queues on which only job types hidden from the user run (the scripts queue, for those who
+    may not use the support page): to them such a queue does not exist."""
+    hidden = hidden_job_types(user)
+    if not hidden:
+        return set()
+    keys_on = {}
+    for job_type in registry.all_types():
+        keys_on.setdefault(job_type.queue, set()).add(job_type.key)
+    return {queue for queue, keys in keys_on.items() if keys <= hidden}
+
+
 def job_types_for(user) -> list[registry.JobType]:
     """The installed job types the user may see (and so create jobs of)."""
     hidden = hidden_job_types(user)

@@ -22,7 +22,8 @@ from rq import Worker as RQWorker
 from sqlalchemy import false, func, select, true
 from sqlalchemy.orm import aliased, contains_eager
 
-from webapp.auth.permissions import hidden_job_types, job_filter, jobs_query, runs_query, visible_domain_ids
+from webapp.auth.permissions import (hidden_job_types, hidden_queues, job_filter, jobs_query, runs_query,
+                                     visible_domain_ids)
 from webapp.execution import livelog
 from webapp.execution import queues as engine
 from webapp.execution.queues import UnknownQueue
@@ -364,7 +365,7 @@ def statuses(user, names=None, paused_only=False) -> dict[str, QueueStatus]:
     """{queue: QueueStatus} for the named queues (every queue by default), in one query (two
     when a failed run paused one). A failed run's job and error are shown only to those who may
     see the run, with server paths hidden from all but superadmins (runs/present.py)."""
-    names = engine.names() if names is None else names
+    names = visible_queues(user) if names is None else names
     query = select(QueueState).where(QueueState.name.in_(names))
     if paused_only:
         query = query.where(QueueState.paused_at.isnot(None))
@@ -422,8 +423,14 @@ def panels(user, args) -> list[Panel]:
     return result
 
 
+def visible_queues(user) -> list[str]:
+    """The queues the user sees a panel of: all but those only hidden job types run on."""
+    hidden = hidden_queues(user)
+    return [name for name in engine.names() if name not in hidden]
+
+
 def one_list(user, queue: str, kind: str, args) -> ListView:
-    if queue not in engine.names() or kind not in LISTS:
+    if queue not in visible_queues(user) or kind not in LISTS:
         raise UnknownQueue(queue)
     return list_view(user, parse_state(queue, kind, args), True, queue_mode(queue) if kind == "waiting" else "plain")
 
@@ -456,6 +463,21 @@ class WorkerRow:
 
 class RedisDown(Exception):
     pass
+
+
+def workers_for(user) -> list[WorkerRow]:
+    """The workers as the user may see them: queues hidden from the user left out of each worker's
+    list, and a run the user may not see shown as busy without its number."""
+    rows = workers()
+    hidden = hidden_queues(user)
+    running = {row.run_id for row in rows if row.run_id is not None}
+    seen = set(db.session.scalars(select(Run.id).join(Run.job).where(Run.id.in_(running), job_filter(user)))) \
+        if running else set()
+    for row in rows:
+        row.queues = [name for name in row.queues if name not in hidden]
+        if row.run_id is not None and row.run_id not in seen:
+            row.run_id, row.current_job = None, "a run you cannot see"
+    return rows
 
 
 def workers() -> list[WorkerRow]:

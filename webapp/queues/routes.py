@@ -21,7 +21,7 @@ def _signed_in():
 
 def _workers():
     try:
-        return queries.workers(), False
+        return queries.workers_for(current_user), False
     except queries.RedisDown:
         return [], True
 
@@ -58,7 +58,7 @@ def _list_fragment(queue, kind):
 
 def _state_fragment(queue):
     """A panel's head: the queue's state and its controls (polled, so a pause on failure shows)."""
-    if queue not in engine.names():
+    if queue not in queries.visible_queues(current_user):
         abort(404, description="No such queue.")
     return render_template("queues/_state.html", st=queries.statuses(current_user, [queue])[queue], control={})
 
@@ -126,10 +126,9 @@ def _steered(name: str) -> str:
     no such name."""
     if not can_manage_queues(current_user):
         abort(404)
-    try:
-        return engine.check(name)
-    except engine.UnknownQueue as exc:
-        abort(404, description=str(exc))
+    if name not in queries.visible_queues(current_user):
+        abort(404, description=str(engine.UnknownQueue(name)))
+    return name
 
 
 def _told(outcome, queue: str):
