@@ -2,14 +2,17 @@
 import logging
 import os
 
-from flask import Flask
-from sqlalchemy import event
-
-from config import Config, ProductionConfig
-
 
 def create_app(config_class=None):
     """The app; FIRETIME_ENV=production picks ProductionConfig when no class is given."""
+    # Imported here, not at the top: every `webapp.x` import runs this module first, and a
+    # support script's child process (python -m webapp.support.child) must not pay for Flask
+    # and SQLAlchemy (0.3-0.5 s) unless the script uses the database.
+    from flask import Flask
+    from sqlalchemy import event
+
+    from config import Config, ProductionConfig
+
     if config_class is None:
         config_class = ProductionConfig if os.environ.get("FIRETIME_ENV") == "production" else Config
     app = Flask(__name__, template_folder="../templates", static_folder="../static",
@@ -37,7 +40,8 @@ def create_app(config_class=None):
     extensions.mail.init_app(app)
     extensions.redis_client.init_app(app)
 
-    from webapp import admin, api, archive, audit, auth, cli, dashboard, datasets, executions, jobs, main, queues, runs
+    from webapp import (admin, api, archive, audit, auth, cli, dashboard, datasets, executions, jobs, main, queues, runs,
+                        support)
 
     auth.init_app(app)
     main.init_app(app)
@@ -50,6 +54,7 @@ def create_app(config_class=None):
     archive.init_app(app)
     audit.init_app(app)
     admin.init_app(app)
+    support.init_app(app)
     api.init_app(app)
     cli.init_app(app)
     return app

@@ -8,6 +8,8 @@
 - SUPERADMIN  superadmins only; to everyone else the route does not exist (404)
 - API         a bearer token; the same object rules as SIGNED_IN
 - SIGN_OUT    signing out: any session
+- SUPPORT     the support page: the roles the `support_roles` setting names (superadmins by default);
+              404 to everyone else, signed out included (permissions.can_use_support)
 
 `test_every_route_is_in_the_matrix` walks `app.url_map` and fails for a route that is not in the
 table, so that no later route slips through untested. The other tests check each kind for every
@@ -25,6 +27,7 @@ from webapp.extensions import db
 from webapp.models import ApiToken, User
 
 PUBLIC, SIGNED_IN, SUPERADMIN, API, SIGN_OUT = "public", "signed in", "superadmin", "api", "sign out"
+SUPPORT = "support"
 
 ACCESS = {
     "static": PUBLIC,
@@ -103,6 +106,15 @@ ACCESS = {
     "datasets.export_now": SIGNED_IN,
     # The archive of exported files: the export files of the jobs the user sees (archive_query).
     "archive.list": SIGNED_IN,
+    # The hidden support page (script jobs): 404 to all but the support roles, signed out included.
+    "support.index": SUPPORT,
+    "support.new": SUPPORT,
+    "support.detail": SUPPORT,
+    "support.edit": SUPPORT,
+    "support.diff": SUPPORT,
+    "support.run_now": SUPPORT,
+    "support.archive": SUPPORT,
+    "support.restore": SUPPORT,
 }
 
 # Path arguments that name an object of a domain, and the world's object in Study A to use.
@@ -181,6 +193,8 @@ def test_signed_out_visitors_reach_only_public_routes(app, client, world):
                 assert status < 400 or (method == "POST" and status == 400), where  # a sign-in with no fields
             elif kind == API:
                 assert status == 401, where
+            elif kind == SUPPORT:
+                assert status == 404, where  # nothing tells the page exists
             else:
                 assert status == 302 and urlsplit(location).path == "/login", where
 
@@ -189,7 +203,7 @@ def test_signed_out_visitors_reach_only_public_routes(app, client, world):
 def test_superadmin_routes_do_not_exist_for_anyone_else(app, world, sign_in, role):
     client, token = sign_in(role)
     for rule in rules(app):
-        if ACCESS[rule.endpoint] != SUPERADMIN:
+        if ACCESS[rule.endpoint] not in (SUPERADMIN, SUPPORT):  # support: by the default setting
             continue
         for method in methods(rule):
             url = url_of(rule, world)
@@ -199,7 +213,7 @@ def test_superadmin_routes_do_not_exist_for_anyone_else(app, world, sign_in, rol
 def test_superadmins_reach_their_routes(app, world, sign_in):
     client, _ = sign_in("superadmin")
     for rule in rules(app):
-        if ACCESS[rule.endpoint] == SUPERADMIN and "GET" in rule.methods and not path_args(rule):
+        if ACCESS[rule.endpoint] in (SUPERADMIN, SUPPORT) and "GET" in rule.methods and not path_args(rule):
             status, _ = request(client, "GET", url_of(rule, world))
             assert status == 200, rule.rule
 

@@ -13,7 +13,7 @@ from webapp.forms import ConfirmForm
 from webapp.jobs import editing, tabs, typepages
 from webapp.jobs.forms import RunNowForm, job_form, plan_preview_of
 from webapp.jobs.routes import bp
-from webapp.jobtypes import registry
+from webapp.jobtypes import registry, script
 from webapp.main.filters import localtime
 from webapp.models import Run, Trigger
 from webapp.pagination import paginate
@@ -24,6 +24,8 @@ from webapp.scheduling import sync
 def detail(job_id):
     """One job, with tabs: information, scheduling, latest executions, audit and charts (?tab=)."""
     job = get_job_or_404(current_user, job_id)
+    if job.job_type == script.KEY:  # a script job's page is on the support page (its viewers see it)
+        return redirect(url_for("support.detail", job_id=job.id))
     tab = tabs.tab_of(request.args.get("tab"))
     context = {**_page_context(job, tab), **TAB_CONTEXT[tab](job)}
     target = request.htmx.target if request.htmx and not request.htmx.history_restore_request else None
@@ -159,6 +161,8 @@ def new():
 def edit(job_id):
     """The form to change a job; a system job keeps the name, description and type of its code."""
     job = get_job_or_404(current_user, job_id)
+    if job.job_type == script.KEY:  # its script and configuration are edited on the support page
+        return redirect(url_for("support.edit", job_id=job.id))
     saving = _saving()
     form, params, job_type = job_form(current_user, job, saving)
     if saving:
