@@ -5,6 +5,7 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, FieldList, Form, FormField, HiddenField, SelectField, StringField, TextAreaField
 from wtforms.widgets import NumberInput
 
+from webapp.jobs import editing
 from webapp.models import JobState, Role
 from webapp.scheduling.plans import DEFAULT_POLL_SECONDS, MAX_POLL_SECONDS, MIN_POLL_SECONDS
 from webapp.support import scripts
@@ -82,13 +83,13 @@ class ScriptForm(FlaskForm):
         # Browsers send a textarea's line breaks as CRLF: the script is kept with LF, so the same
         # text has the same MD5 however it was sent.
         text = (self.script.data or "").replace("\r\n", "\n").replace("\r", "\n")
-        version = self.version.data or ""
+        version = editing.parse_id(self.version.data or "")  # canonical digits only ("²" is not 2)
         return scripts.ScriptInput(
             name=self.name.data or "", description=self.description.data or "", script=text,
             poll_seconds=self.poll_seconds.data, config=[(entry.form.key.data or "", entry.form.value.data or "")
                                                          for entry in self.filled_rows()],
             run_as_id=self.run_as_id.data or None, archived=bool(self.archived.data),
-            time_limit=self.time_limit.data, version=int(version) if version.isdigit() and len(version) < 10 else -1)
+            time_limit=self.time_limit.data, version=version if version is not None else -1)
 
     def show_errors(self, errors: dict) -> None:
         """Put each message of scripts.InvalidJob on its field; a row's on its key or value."""
