@@ -113,3 +113,45 @@ def test_write_a_script_in_the_editor_watch_it_run_and_archive_it(ctx, live_serv
     page.goto(f"{live_server}/support/")
     expect(page.locator(f"#script-{job.id}")).to_contain_text("Archived")
     assert page.console_errors == []
+
+
+def test_a_syntax_error_is_shown_at_the_script_and_two_versions_are_compared(ctx, live_server, page,
+                                                                            check_accessible):
+    from tests.factories import make_script_job
+    from webapp.support import scripts
+
+    root = make_user(username="root", password="correct horse")
+    job = make_script_job("a = 1\nb = 2\n", name="Compared", saved_by=root)
+    scripts.update(root, job, scripts.ScriptInput(name="Compared", script="a = 1\nb = '<b>3</b>'\n", poll_seconds=60))
+    scripts.update(root, job, scripts.ScriptInput(name="Compared", script="a = 1\nb = 4\n", poll_seconds=60))
+    page.goto(f"{live_server}/login")
+    page.fill("#username", "root")
+    page.fill("#password", "correct horse")
+    page.click("button[type=submit]")
+
+    page.goto(f"{live_server}/support/new")
+    page.get_by_label("Name", exact=True).fill("Broken")
+    page.locator(".script-field .cm-content").click()
+    page.keyboard.type("x = 1\nif x\nlog(x)")
+    page.get_by_role("button", name="Create script job").click()
+    error = page.locator("[data-field=script] .field-error")
+    expect(error).to_contain_text("Line 2")
+    expect(page.locator(".script-field .cm-content")).to_contain_text("if x")  # what was typed is kept
+    expect(page.get_by_label("Name", exact=True)).to_have_value("Broken")
+    check_accessible(page)
+    screenshot(page, "support-syntax-error.png")
+    page.console_errors.clear()  # the browser's note of that page's 400 status
+
+    page.goto(f"{live_server}/support/{job.id}")
+    diff = page.locator("#script-diff")
+    expect(diff.locator("h3")).to_have_text("Version 2 → version 3")  # the latest change, at first
+    page.get_by_label("Compare version").select_option("1")
+    page.get_by_label("with version").select_option("2")
+    page.get_by_role("button", name="Show the difference").click()
+    expect(diff.locator("h3")).to_have_text("Version 1 → version 2")
+    expect(diff.locator(".diff-add")).to_have_text("added: +b = '<b>3</b>'")  # as text, not markup
+    expect(diff.locator(".diff-del")).to_have_text("removed: -b = 2")
+    assert page.url.endswith(f"/support/{job.id}")  # swapped in place
+    check_accessible(page)
+    screenshot(page, "support-diff.png")
+    assert page.console_errors == []
