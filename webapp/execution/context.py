@@ -31,6 +31,11 @@ class RunAs:
     username: str
 
 
+def output_path(run_id: int, name: str) -> str:
+    """Where output file `name` of a run lives, relative to the files directory."""
+    return os.path.join("runs", str(run_id), secure_filename(name) or "output")
+
+
 @dataclass
 class OutputFile:
     name: str
@@ -141,17 +146,24 @@ class RunContext:
                     file_format=""):
         """Open a new output file of this run for writing; it is recorded when closed. An export
         names its dataset and format, which the archive of exported files lists."""
-        safe = secure_filename(name) or "output"
-        relative = os.path.join("runs", str(self.run_id), safe)
-        path = os.path.join(self.files_dir, relative)
+        path = os.path.join(self.files_dir, output_path(self.run_id, name))
         os.makedirs(os.path.dirname(path), exist_ok=True)
         kwargs = {"newline": "", "encoding": "utf-8"} if "b" not in mode else {}
         with open(path, mode, **kwargs) as handle:
             yield handle
+        self.record_file(name, content_type, dataset_id=dataset_id, dataset_name=dataset_name,
+                         file_format=file_format)
+
+    def record_file(self, name, content_type="text/csv", *, dataset_id=None, dataset_name="", file_format=""):
+        """Record output file `name`, written by now at its place (output_path): by output_file, or
+        by a support script's child process, which writes where this process records."""
+        relative = output_path(self.run_id, name)
+        path = os.path.join(self.files_dir, relative)
         digest = hashlib.sha256()
         with open(path, "rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
+        safe = os.path.basename(relative)
         self.files.append(OutputFile(safe, relative, os.path.getsize(path), digest.hexdigest(), content_type,
                                      dataset_id, dataset_name, file_format))
         self.info(f"Wrote output file {safe} ({os.path.getsize(path)} bytes).")
