@@ -28,9 +28,10 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(PY)
 setup: $(VENV)/.installed
 setup-dev: $(VENV)/.installed-dev
 
-# htmx and its SSE extension, from package.json into static/vendor (not committed).
+# htmx, its SSE extension and the script editor (CodeMirror, bundled by esbuild from
+# static/src/editor.js), from package.json into static/vendor (not committed).
 assets: static/vendor/.built
-static/vendor/.built: package.json package-lock.json
+static/vendor/.built: package.json package-lock.json static/src/editor.js
 	@command -v npm >/dev/null || { echo "npm is needed to build the front-end assets (apt-get install npm)"; exit 1; }
 	npm ci --no-audit --no-fund --loglevel=error
 	npm run --silent build

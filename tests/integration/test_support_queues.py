@@ -45,7 +45,7 @@ def test_the_workers_panel_hides_a_script_run_from_a_domain_administrator(ctx, a
 
     def started():
         db.session.expire_all()
-        return db.session.get(Run, run_id).status == RunStatus.RUNNING
+        return db.session.get(Run, run_id).status == RunStatus.IN_PROGRESS
 
     wait_for(started, 30, message="the script run to start")
     admin = make_user(Role.DOMAIN_ADMIN, domain=study, username="study-admin")
