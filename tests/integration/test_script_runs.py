@@ -280,6 +280,8 @@ def test_a_million_printed_lines(ctx, worker, limits, app, login_as, client):
     login_as(make_user())
     page = client.get(f"/runs/{run.id}")
     assert page.status_code == 200 and "script-output.log" in page.get_data(as_text=True)
+    popup = client.get(f"/runs/{run.id}/popup", headers={"HX-Request": "true"})
+    assert popup.status_code == 200 and "99998" in popup.get_data(as_text=True)  # the last line kept
     assert_worker_survives(worker)
 
 
