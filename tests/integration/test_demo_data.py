@@ -78,3 +78,25 @@ def test_demo_seed_defines_vitals_and_its_weekly_export(ctx, demo_folder):
     assert int(job.params["dataset"]) == vitals.id
     # The first export follows the seed within a minute, then one a week.
     assert utcnow() < job.next_fire_at <= utcnow() + timedelta(seconds=61)
+
+
+def test_demo_seed_adds_a_script_job_counting_runs_and_an_archived_one(ctx, worker):
+    from tests.integration.test_engine import final
+    from webapp.execution import dispatch
+    from webapp.models import JobState, RunLogLine
+    from webapp.models.scripts import ScriptVersion
+
+    assert ctx.test_cli_runner().invoke(args=["demo", "seed"]).exit_code == 0
+    counting = db.session.scalar(Job.live().where(Job.name == "Count runs of the last hour"))
+    archived = db.session.scalar(Job.live().where(Job.name == "Old export clean-up"))
+    assert counting.job_type == archived.job_type == "support.script"
+    assert (counting.plan["kind"], counting.plan["seconds"], counting.run_as.username) == ("poll", 60, "api-bot")
+    assert counting.state == JobState.ACTIVE and counting.next_fire_at is not None
+    assert archived.state == JobState.ARCHIVED and archived.next_fire_at is None
+    assert ScriptVersion.current(counting.id).number == 1
+
+    run = final(dispatch.request_run(counting).id, timeout=60)
+    assert run.status == RunStatus.SUCCEEDED, run.message
+    lines = db.session.scalars(select(RunLogLine.message).where(RunLogLine.run_id == run.id)).all()
+    counted = [line for line in lines if line.startswith("Runs created in the last hour: ")]
+    assert counted and int(counted[0].rsplit(" ", 1)[1]) >= 1  # this run itself, at least

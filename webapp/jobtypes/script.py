@@ -4,6 +4,7 @@ Only the roles the `support_roles` setting names see these jobs and their runs, 
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from webapp.jobtypes.registry import JobType, register
+from webapp.support.sandbox import run_script  # loaded once by the worker, not in each work horse
 
 KEY = "support.script"
 QUEUE = "scripts"
@@ -33,8 +34,6 @@ def _sees_support(user) -> bool:
 
 
 def run(ctx, config, time_limit):
-    from webapp.support.sandbox import run_script
-
     run_script(ctx, config=config, time_limit=time_limit)
 
 
