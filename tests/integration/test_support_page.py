@@ -138,6 +138,31 @@ def test_every_support_url_is_404_to_everyone_the_setting_leaves_out(ctx, client
     assert db.session.get(Job, job.id).state == "active" and len(versions(job.id)) == 1
 
 
+def test_to_everyone_else_a_support_url_answers_as_an_address_that_does_not_exist(ctx, app, client, login_as):
+    """A POST without a CSRF token was refused with 400, and a body over the site's limit was
+    read (these forms take more) and answered 404, where an unknown address answers 404 and
+    413: either told anyone, signed out included, that the page exists."""
+    job = make_script_job(SCRIPT, name="Hidden script")
+    over_limit = "name=" + "a" * (app.config["MAX_CONTENT_LENGTH"] + 1000)
+    bodies = {"no token": {"data": {"name": "x"}},
+              "over the site's limit": {"data": over_limit, "content_type": "application/x-www-form-urlencoded"},
+              "a NUL": {"data": {"name": "a\x00b"}}}
+
+    def answers(signed):
+        return {(url, kind): signed.post(url, **body).status_code
+                for url in ("/support/new", f"/support/{job.id}/edit", f"/support/{job.id}/archive", "/nowhere/new")
+                for kind, body in bodies.items()}
+
+    for who in (None, make_user(Role.SYSADMIN)):
+        signed = login_as(who) if who else client
+        got = answers(signed)
+        for (url, kind), status in got.items():
+            assert status == got[("/nowhere/new", kind)], f"{who and who.role}: {kind} to {url}: {status}"
+        assert got[("/support/new", "no token")] == 404 and got[("/support/new", "over the site's limit")] == 413
+    db.session.expire_all()
+    assert db.session.get(Job, job.id).state == "active" and len(versions(job.id)) == 1
+
+
 def test_a_system_administrator_uses_it_once_the_setting_names_the_role(ctx, login_as):
     job = make_script_job(SCRIPT, name="Shared script")
     sysadmin = make_user(Role.SYSADMIN)

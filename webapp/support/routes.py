@@ -5,6 +5,7 @@ from flask import Blueprint, abort, flash, make_response, redirect, render_templ
 from flask_login import current_user
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
+from werkzeug.exceptions import NotFound
 
 from webapp.auth.permissions import can_use_support
 from webapp.execution import dispatch
@@ -27,11 +28,16 @@ RUNS_SHOWN = 20  # the latest runs the job page lists (all of them: Executions)
 FORM_BYTES = 3 * scripts.SCRIPT_MAX_BYTES + 512 * 1024
 
 
-@bp.before_request
-def _support_people_only():
-    """The one check of the area: 404 (not a sign-in redirect) for anyone else."""
+@bp.url_value_preprocessor
+def _support_people_only(endpoint, values):
+    """The one check of the area, made before any other: Flask runs URL value preprocessors
+    before every before_request function (the input guard, CSRF). For anyone else the request
+    becomes one that matched no address, so each answer is the one an address that does not
+    exist gets: 404, or 413 for a body over the site's limit, 400 for a control character. A
+    CSRF refusal (400) or these forms' larger body limit would otherwise tell the page exists."""
     if not current_user.is_authenticated or not can_use_support(current_user):
-        abort(404)
+        request.url_rule, request.view_args = None, None
+        request.routing_exception = NotFound()
 
 
 @bp.context_processor
