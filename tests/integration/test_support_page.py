@@ -362,6 +362,32 @@ def test_refused_input_is_shown_next_to_its_field(superadmin, fields, field, mes
     assert db.session.scalars(select(Job)).all() == []
 
 
+def test_keys_that_differ_only_in_case_width_or_an_invisible_character_are_refused(superadmin):
+    """"Limit" beside "limit", a full-width "ｌｉｍｉｔ" or "limit" with a zero-width space were
+    saved as four keys that read as one; the config held four values for what looks like one."""
+    response = create(superadmin, config=[("limit", "1"), ("Limit", "2"), ("ｌｉｍｉｔ", "3"), ("lim\u200bit", "4"),
+                                          ("mode\u202e", "5"), ("mode", "6")])
+    assert response.status_code == 400
+    assert "key of row 1 (“limit”) in another case or width" in error_of(response, "config-1-key")
+    assert "key of row 1 (“limit”) in another case or width" in error_of(response, "config-2-key")
+    assert "invisible" in error_of(response, "config-3-key") and "invisible" in error_of(response, "config-4-key")
+    assert error_of(response, "config-5-key") == ""
+    assert db.session.scalars(select(Job)).all() == []
+    job = created_job(create(superadmin, config=[("limit", "1"), ("limit_max", "2")]))
+    assert job.params["config"] == {"limit": "1", "limit_max": "2"}
+
+
+def test_a_row_number_in_a_message_is_the_row_shown(superadmin):
+    """Rows were counted without the blank ones: with two blank rows first, a key typed twice in
+    rows 3 and 4 was told to be "already the key of row 1"."""
+    response = create(superadmin, config=[("", ""), ("", ""), ("a", "1"), ("a", "2")])
+    assert response.status_code == 400
+    assert error_of(response, "config-3-key") == "“a” is already the key of row 3."
+    keys = page_of(response).xpath('//table[@id="config-rows"]//input[contains(@name, "-key")]')
+    assert [(key.get("aria-label"), key.value, key.get("aria-invalid")) for key in keys] == [
+        ("Key of row 1", "", None), ("Key of row 2", "", None), ("Key of row 3", "a", None), ("Key of row 4", "a", "true")]
+
+
 def test_a_taken_name_a_too_long_time_limit_and_an_inactive_run_as_user_are_refused(superadmin):
     make_job("Taken name")
     set_setting("script_time_limit", 30)

@@ -76,9 +76,6 @@ class ScriptForm(FlaskForm):
             self.config.append_entry()
             blanks += 1
 
-    def filled_rows(self) -> list:
-        return [entry for entry in self.config.entries if not entry.form.blank()]
-
     def script_input(self) -> scripts.ScriptInput:
         # Browsers send a textarea's line breaks as CRLF: the script is kept with LF, so the same
         # text has the same MD5 however it was sent.
@@ -87,13 +84,14 @@ class ScriptForm(FlaskForm):
         return scripts.ScriptInput(
             name=self.name.data or "", description=self.description.data or "", script=text,
             poll_seconds=self.poll_seconds.data, config=[(entry.form.key.data or "", entry.form.value.data or "")
-                                                         for entry in self.filled_rows()],
+                                                         for entry in self.config.entries],
             run_as_id=self.run_as_id.data or None, archived=bool(self.archived.data),
             time_limit=self.time_limit.data, version=version if version is not None else -1)
 
     def show_errors(self, errors: dict) -> None:
-        """Put each message of scripts.InvalidJob on its field; a row's on its key or value."""
-        rows = self.filled_rows()
+        """Put each message of scripts.InvalidJob on its field; a row's on its key or value (row i
+        of the input is row i of the form, blank rows included)."""
+        rows = self.config.entries
         for key, message in errors.items():
             parts = key.split("-")
             if len(parts) == 3 and parts[0] == "config" and parts[1].isdigit() and int(parts[1]) < len(rows):

@@ -10,6 +10,7 @@ script's MD5 before and after, as SPEC 8 asks.
 """
 import difflib
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -32,6 +33,7 @@ NAME_MAX, DESCRIPTION_MAX = editing.NAME_MAX, editing.DESCRIPTION_MAX
 KEY_MAX, VALUE_MAX, ROWS_MAX = script_type.CONFIG_KEY_MAX, script_type.CONFIG_VALUE_MAX, script_type.CONFIG_ROWS_MAX
 VERSIONS_SHOWN = 200  # the latest versions the job page lists
 DIFF_LINES_MAX = 5000  # lines of a difference shown; the rest is counted
+_INVISIBLE = {"Cc", "Cf", "Zl", "Zp"}  # control, format (zero-width, bidi), line breaks
 _AUDITED_ACTIONS = ("create", "edit", "archive", "restore")  # each adds 1 to Job.version (but create)
 
 __all__ = ["EditConflict", "InvalidJob", "NotAllowed", "ScriptInput", "create", "update", "archive", "restore"]
@@ -40,7 +42,7 @@ __all__ = ["EditConflict", "InvalidJob", "NotAllowed", "ScriptInput", "create", 
 @dataclass
 class ScriptInput:
     """What the script form submits, as typed. `config` holds the rows in form order, blank rows
-    (no key, no value) left out by the form; problems of row i are keyed `config-<i>-key/value`."""
+    (no key, no value) included; problems of row i are keyed `config-<i>-key/value`."""
 
     name: str = ""
     description: str = ""
@@ -96,21 +98,32 @@ def _check_script(text: str, errors: dict) -> str:
 
 
 def _check_config(rows: list[tuple[str, str]], errors: dict) -> dict[str, str]:
-    """The configuration as key -> value; keys unique and not empty, values may be empty."""
-    if len(rows) > ROWS_MAX:
+    """The configuration as key -> value; keys unique and not empty, values may be empty. Row i
+    of `rows` is row i+1 on the form, blank rows (no key, no value) included and left out here, so
+    a message's row number is the one the user sees. Two keys that differ only in case or in
+    width ("Limit", "ｌｉｍｉｔ", "limit") are one key typed twice, and a key may not hold an
+    invisible character: keys that look alike would read as one and hold two values."""
+    filled = [(index, (key or "").strip(), value or "") for index, (key, value) in enumerate(rows)
+              if (key or "").strip() or value]
+    if len(filled) > ROWS_MAX:
         errors["config"] = f"At most {ROWS_MAX} configuration rows."
         return {}
     config, first_row = {}, {}
-    for index, (key, value) in enumerate(rows):
-        key, value = (key or "").strip(), value or ""
+    for index, key, value in filled:
+        same = unicodedata.normalize("NFKC", key).casefold()
         if not key:
             errors[f"config-{index}-key"] = "A key is required (or empty the value to drop the row)."
         elif len(key) > KEY_MAX:
             errors[f"config-{index}-key"] = f"At most {KEY_MAX} characters."
-        elif key in first_row:
-            errors[f"config-{index}-key"] = f"“{key}” is already the key of row {first_row[key] + 1}."
+        elif any(unicodedata.category(char) in _INVISIBLE for char in key):
+            errors[f"config-{index}-key"] = "A key may not hold invisible or control characters."
+        elif same in first_row:
+            row, earlier = first_row[same]
+            errors[f"config-{index}-key"] = (f"“{key}” is already the key of row {row + 1}." if key == earlier else
+                                             f"“{key}” is the key of row {row + 1} (“{earlier}”) in another case "
+                                             f"or width: use one key.")
         else:
-            first_row[key] = index
+            first_row[same] = (index, key)
             config[key] = value
         if len(value) > VALUE_MAX:
             errors[f"config-{index}-value"] = f"At most {VALUE_MAX} characters."
