@@ -451,6 +451,16 @@ def test_a_one_megabyte_script_saves(superadmin):
 
 # --- history ---------------------------------------------------------------------------------
 
+def test_a_two_megabyte_script_of_any_text_is_told_next_to_the_field(superadmin):
+    """Two MiB of accented text is six percent-encoded: it got the 413 error page, the form and
+    what was typed gone, where two MiB of ASCII got the message at the script."""
+    response = create(superadmin, script="# " + "é" * (1024 * 1024) + "\n")
+    assert response.status_code == 400
+    assert "At most 1024 KiB" in error_of(response, "script")
+    assert page_of(response).get_element_by_id("name").value == "Nightly check"
+    assert db.session.scalars(select(Job)).all() == []
+
+
 def test_the_job_page_shows_versions_and_the_difference_escaped(superadmin):
     job = created_job(create(superadmin, script="a = 1\nb = 2\n"))
     data = edit_form(superadmin, job)

@@ -25,7 +25,9 @@ bp = Blueprint("support", __name__, url_prefix="/support")
 SORTS = {"name": Job.name, "state": Job.state, "next": Job.next_fire_at, "id": Job.id}
 RUNS_SHOWN = 20  # the latest runs the job page lists (all of them: Executions)
 # A form body holds the script percent-encoded: up to three bytes a byte, and the other fields.
-FORM_BYTES = 3 * scripts.SCRIPT_MAX_BYTES + 512 * 1024
+# A script of up to four times the limit (a paste of the wrong file) is read, so it is told next to
+# the field rather than on an error page. Only the support roles get this far (see below).
+FORM_BYTES = 3 * 4 * scripts.SCRIPT_MAX_BYTES + 512 * 1024
 
 
 @bp.url_value_preprocessor
