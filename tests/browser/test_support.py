@@ -151,7 +151,7 @@ def test_a_syntax_error_is_shown_at_the_script_and_two_versions_are_compared(ctx
     expect(diff.locator("h3")).to_have_text("Version 1 → version 2")
     expect(diff.locator(".diff-add")).to_have_text("added: +b = '<b>3</b>'")  # as text, not markup
     expect(diff.locator(".diff-del")).to_have_text("removed: -b = 2")
-    assert page.url.endswith(f"/support/{job.id}")  # swapped in place
+    assert page.url.endswith(f"/support/{job.id}/diff?a=1&b=2")  # swapped in place; the address says which
     check_accessible(page)
     screenshot(page, "support-diff.png")
     assert page.console_errors == []
