@@ -46,6 +46,14 @@ class Config:
         # defaults of settings an administrator may change on the settings page.
         self.SCRIPT_TIME_LIMIT = env_int("FIRETIME_SCRIPT_TIME_LIMIT", 600)  # seconds
         self.SCRIPT_MEMORY_MB = env_int("FIRETIME_SCRIPT_MEMORY_MB", 512)  # address space, MiB
+        # Linkage projects (SPEC 9): the largest envelope upload, checked while it streams; the
+        # match probability that makes a pair a match; whether the match step trains its model
+        # (EM) or uses fixed parameters; and Splink's backend ("duckdb" here, "spark" on a cluster).
+        # All four are defaults of settings on the settings page.
+        self.ENVELOPE_MAX_MB = env_int("FIRETIME_ENVELOPE_MAX_MB", 200)
+        self.LINKAGE_THRESHOLD = float(env("FIRETIME_LINKAGE_THRESHOLD", "0.9"))
+        self.LINKAGE_TRAIN = env("FIRETIME_LINKAGE_TRAIN", "1") not in ("0", "false", "no", "off")
+        self.LINKAGE_BACKEND = env("FIRETIME_LINKAGE_BACKEND", "duckdb")
         # A run's worker refreshes a heartbeat this often; a run whose heartbeat is gone
         # for RUN_DEAD_AFTER seconds is failed as "worker died".
         self.HEARTBEAT_SECONDS = env_int("FIRETIME_HEARTBEAT_SECONDS", 5)

@@ -34,9 +34,10 @@ def id_param_schema(converter) -> dict:
     return {"type": "integer", "minimum": converter.min, "maximum": converter.max}
 
 
-def max_request_bytes(limit: int):
+def max_request_bytes(limit):
     """Let one view take bodies up to `limit` bytes (an upload) instead of MAX_CONTENT_LENGTH; the
-    guard applies it before anything reads the body."""
+    guard applies it before anything reads the body. `limit` may be a function, asked at each
+    request (a limit that is a setting)."""
     def mark(view):
         view.max_request_bytes = limit
         return view
@@ -55,7 +56,8 @@ def refuse_malformed_input():
     name the field."""
     view = current_app.view_functions.get(request.endpoint)
     if getattr(view, "max_request_bytes", None):
-        request.max_content_length = view.max_request_bytes
+        limit = view.max_request_bytes
+        request.max_content_length = limit() if callable(limit) else limit
     limit = request.max_content_length
     if limit is not None and (request.content_length or 0) > limit:
         # Whether or not the view would read it: the same answer on every route.

@@ -15,7 +15,7 @@ from webapp.scheduling.plans import PlanError, upcoming
 
 INVALID_PLAN = "invalid plan"
 TRIGGER_LABELS = {Trigger.PLAN: "Plan", Trigger.HAND: "By hand", Trigger.API: "API", Trigger.CLI: "Command line",
-                  Trigger.RETRY: "Retry", Trigger.CHAIN: "Envelope chain"}
+                  Trigger.RETRY: "Retry", Trigger.ENVELOPE: "Envelope"}
 INSTALLATION_LABEL = "Installation"
 
 

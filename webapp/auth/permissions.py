@@ -158,6 +158,34 @@ def archive_query(user):
     return files_query(user).where(RunFile.file_format != "")
 
 
+# --- linkage projects and their envelopes ---------------------------------------------------------
+
+def projects_query(user):
+    """The linkage projects (domains of kind linkage) the user sees, and so may upload envelopes to,
+    cancel, retry and roll back the envelopes of."""
+    from webapp.models.linkage import LINKAGE_KIND
+
+    domains = visible_domain_ids(user)
+    query = select(Domain).where(Domain.kind == LINKAGE_KIND).order_by(Domain.name)
+    return query if domains is None else query.where(Domain.id.in_(domains or {-1}))
+
+
+def envelopes_query(user):
+    """Envelopes of the projects the user sees."""
+    from webapp.models.linkage import Envelope
+
+    domains = visible_domain_ids(user)
+    if domains is None:
+        return select(Envelope)
+    return select(Envelope).where(Envelope.project_id.in_(domains) if domains else false())
+
+
+def get_envelope_or_404(user, envelope_id):
+    from webapp.models.linkage import Envelope
+
+    return _one_or_404(envelopes_query(user).where(Envelope.id == envelope_id), "envelope")
+
+
 # --- what a user may do ----------------------------------------------------------------------
 
 def can_administer(user) -> bool:
@@ -189,7 +217,7 @@ def can_use_support(user) -> bool:
 
 # --- the audit trail -------------------------------------------------------------------------
 
-_JOB_OBJECTS = ("job", "run", "dataset", "item_value")
+_JOB_OBJECTS = ("job", "run", "dataset", "item_value", "envelope")
 
 
 def audit_query(user):

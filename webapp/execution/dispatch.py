@@ -26,8 +26,10 @@ class NotRunnable(Exception):
     conflict, not bad input."""
 
 
-def request_run(job: Job, *, trigger=Trigger.HAND, user=None, args: str = "", retry_of: Run | None = None) -> Run:
-    """Queue a run asked for by a person, the API or the CLI; it waits behind an active run."""
+def request_run(job: Job, *, trigger=Trigger.HAND, user=None, args: str = "", retry_of: Run | None = None,
+                envelope_id: int | None = None) -> Run:
+    """Queue a run asked for by a person, the API or the CLI (or a step of an envelope's chain:
+    `envelope_id`); it waits behind an active run."""
     try:
         job_type = registry.get(job.job_type)
     except registry.UnknownJobType as exc:
@@ -41,7 +43,7 @@ def request_run(job: Job, *, trigger=Trigger.HAND, user=None, args: str = "", re
         raise NotRunnable(f"Job {job.name!r} is {state}; restore it before running it.")
     ahead = db.session.scalar(Run.active_for(job.id).limit(1))
     run = Run(job_id=job.id, trigger=trigger, requested_by_id=getattr(user, "id", None), args=args or "",
-              retry_of_id=getattr(retry_of, "id", None))
+              retry_of_id=getattr(retry_of, "id", None), envelope_id=envelope_id)
     if ahead is None and Gates([job_type.queue]).admits(job_type.queue):
         run.enqueued_at = utcnow()  # else it waits in the database: behind a run, or for its queue
     db.session.add(run)

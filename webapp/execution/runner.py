@@ -154,8 +154,8 @@ def _call_job_type(ctx: RunContext, claimed: Claimed) -> tuple[str, str]:
         if ctx.cancelled():
             return RunStatus.CANCELLED, "Cancelled on request; the job stopped by itself."
         return RunStatus.SUCCEEDED, ""
-    except RunCancelled:
-        return RunStatus.CANCELLED, "Cancelled on request."
+    except RunCancelled as exc:  # on request, or job code that decided not to run (its reason)
+        return RunStatus.CANCELLED, str(exc) or "Cancelled on request."
     except registry.UnknownJobType as exc:
         ctx.error(str(exc))
         return RunStatus.FAILED, str(exc)

@@ -162,7 +162,7 @@ def load_builtin():
         return
     import importlib
 
-    from webapp.jobtypes import export_dataset, import_data, script, system  # noqa: F401
+    from webapp.jobtypes import export_dataset, import_data, linkage, script, system  # noqa: F401
 
     for module in _configured_modules():
         importlib.import_module(module)

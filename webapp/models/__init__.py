@@ -7,6 +7,9 @@ from webapp.models.settings import Setting  # noqa: F401
 from webapp.models.notifications import DeliveryStatus, EmailDelivery  # noqa: F401
 from webapp.models.queues import QueueState  # noqa: F401
 from webapp.models.scripts import ScriptVersion  # noqa: F401
+from webapp.models.linkage import (  # noqa: F401
+    Envelope, EnvelopeNotification, EnvelopeStatus, LinkageMatch, LinkageRecord,
+)
 from webapp.models.clinical import (  # noqa: F401
     ClinicalOid, ClinicalRecord, Dataset, DatasetItem, ExportFormat, ItemDef, ItemValue, OidKind, Subject,
 )

@@ -43,6 +43,9 @@ class Domain(db.Model):
     # The study's or site's OID in ODM files (StudyOID): an import takes a file only into the
     # domain it names.
     oid: Mapped[str | None] = mapped_column(String(100), unique=True)
+    # What the domain is for: clinical data (a study or a site), or a linkage project, which holds
+    # envelopes of person records (models/linkage.py).
+    kind: Mapped[str] = mapped_column(String(20), default="clinical", server_default="clinical")
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("domains.id"))
     parent: Mapped["Domain | None"] = relationship(remote_side=[id], back_populates="children")
     children: Mapped[list["Domain"]] = relationship(back_populates="parent")

@@ -40,7 +40,7 @@ class Trigger(StrEnum):
     API = "api"
     CLI = "cli"
     RETRY = "retry"
-    CHAIN = "chain"
+    ENVELOPE = "envelope"  # a step of an envelope's chain (webapp/linkage/chain.py)
 
 
 class Run(db.Model):
@@ -59,6 +59,7 @@ class Run(db.Model):
         Index("ix_runs_status_id", "status", "id"),
         # "Retried as", and the foreign key's SET NULL when history is purged.
         Index("ix_runs_retry_of", "retry_of_id"),
+        Index("ix_runs_envelope", "envelope_id", "id"),
         # A queue's waiting list in its order: handed to RQ first, then held back, by id.
         Index("ix_runs_status_waiting", "status", text("(enqueued_at IS NULL)"), "id"),
     )
@@ -86,6 +87,8 @@ class Run(db.Model):
     cancel_requested_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     # A retry is a new run of the same job; it points at the run it retries.
     retry_of_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    # The envelope whose chain this run is a step of (linkage projects); its step is in args.
+    envelope_id: Mapped[int | None] = mapped_column(ForeignKey("envelopes.id"))
 
     job: Mapped[Job] = relationship()
     requested_by: Mapped[User | None] = relationship(foreign_keys=[requested_by_id])

@@ -12,6 +12,10 @@ DEFAULTS_FROM_CONFIG = {
     "base_url": "BASE_URL",  # FIRETIME_BASE_URL
     "script_time_limit": "SCRIPT_TIME_LIMIT",  # FIRETIME_SCRIPT_TIME_LIMIT, seconds
     "script_memory_mb": "SCRIPT_MEMORY_MB",  # FIRETIME_SCRIPT_MEMORY_MB, MiB
+    "envelope_max_mb": "ENVELOPE_MAX_MB",  # FIRETIME_ENVELOPE_MAX_MB
+    "linkage_threshold": "LINKAGE_THRESHOLD",  # FIRETIME_LINKAGE_THRESHOLD
+    "linkage_train": "LINKAGE_TRAIN",  # FIRETIME_LINKAGE_TRAIN
+    "linkage_backend": "LINKAGE_BACKEND",  # FIRETIME_LINKAGE_BACKEND
 }
 # Settings an administrator may change at run time whose default is a fixed value.
 DEFAULTS = {
