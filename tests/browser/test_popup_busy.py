@@ -24,8 +24,9 @@ def test_a_busy_log_streams_into_the_popup_without_freezing_the_page(ctx, live_s
     popup = page.locator("dialog.log-popup")
     expect(popup.locator("#popup-log .log-line").first).to_be_visible(timeout=15_000)
 
-    # While the run streams, the page answers a script within a second every time it is asked,
-    # and the live list never holds more than its cap.
+    # While the run streams, the page answers a script within a few seconds every time it is asked
+    # (a tab adding every line as it came froze for the whole run; the bound leaves room for a
+    # loaded 2-core machine, which once took 1.6 s), and the live list never holds more than its cap.
     slowest, most, shown_note = 0.0, 0, None
     deadline = time.monotonic() + DURATION + 20
     while time.monotonic() < deadline:
@@ -43,7 +44,7 @@ def test_a_busy_log_streams_into_the_popup_without_freezing_the_page(ctx, live_s
         shown_note = state["note"] or shown_note
         time.sleep(0.1)
     assert state is None, "the run did not end in time"
-    assert slowest < 1.0, f"the page took {slowest:.2f} s to answer while the log streamed"
+    assert slowest < 3.0, f"the page took {slowest:.2f} s to answer while the log streamed"
     assert LIVE_CAP // 2 < most <= LIVE_CAP
     # Beyond the cap the earlier lines are dropped, and a note says so with the way to read them.
     assert shown_note and "earlier lines are not kept here" in shown_note
