@@ -1,0 +1,1 @@
+"""Record linkage: normalising, matching and grouping person records of envelopes."""
