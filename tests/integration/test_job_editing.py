@@ -487,6 +487,17 @@ def test_duplicate_names_are_refused_and_a_deleted_jobs_name_is_free(app, admin)
     assert get_job(app, job_id).name == "Old import" and get_job(app, taken).name == "Nightly export"
 
 
+@pytest.mark.parametrize("name", ["Nightly \u202eevil\u202c export", "Nightly\u200bexport", "Nightly \u2066export"])
+def test_a_name_with_invisible_formatting_characters_is_refused(app, admin, name):
+    """A right-to-left override shows "evil" as "live" in every list; a zero-width space makes two
+    names that read alike."""
+    jobs, events = counts(app)
+    response = admin.post("/jobs/new", data=new_job_form(admin, name=name))
+    assert response.status_code == 400
+    assert "invisible formatting characters" in error_next_to(html(response), "name")
+    assert counts(app) == (jobs, events)
+
+
 @pytest.mark.parametrize("recipients, bad", [
     ("dm@example.org, pi@", "pi@"),
     ("dm@example.org; not an address", "not an address"),

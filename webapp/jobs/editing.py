@@ -7,6 +7,7 @@ form can show each message next to its field. Nothing is written unless every ch
 """
 import logging
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -243,6 +244,22 @@ def _check_execution(user, data: JobInput, errors: dict) -> tuple[str, int | Non
     return Scope.DOMAIN, domain_id
 
 
+def check_name(typed: str | None, job: Job | None, errors: dict) -> str:
+    """A job's name as stored (spaces collapsed); a problem goes into errors["name"]. Invisible
+    formatting characters (a right-to-left override shows "evil" as "live") are refused, so a name
+    reads the same in every list."""
+    name = " ".join((typed or "").split())
+    if not name:
+        errors["name"] = "A name is required."
+    elif len(name) > NAME_MAX:
+        errors["name"] = f"At most {NAME_MAX} characters."
+    elif any(unicodedata.category(char) in ("Cc", "Cf") for char in name):
+        errors["name"] = "A name may not hold invisible formatting characters (such as a right-to-left override)."
+    elif _name_taken(name, job):
+        errors["name"] = _name_taken_message(name)
+    return name
+
+
 def check(user, data: JobInput, job: Job | None = None, *, now: datetime | None = None) -> dict:
     """The settings to store for `data` (a new job, or an edit of `job`); raises InvalidJob
     with every problem found. System jobs keep the name, description, type and execution
@@ -254,14 +271,8 @@ def check(user, data: JobInput, job: Job | None = None, *, now: datetime | None 
         job_type_key, scope, domain_id = job.job_type, job.scope, job.domain_id
         job_type = job_type_or_none(job_type_key)
     else:
-        name = " ".join((data.name or "").split())
+        name = check_name(data.name, job, errors)
         description = (data.description or "").strip()
-        if not name:
-            errors["name"] = "A name is required."
-        elif len(name) > NAME_MAX:
-            errors["name"] = f"At most {NAME_MAX} characters."
-        elif _name_taken(name, job):
-            errors["name"] = _name_taken_message(name)
         if len(description) > DESCRIPTION_MAX:
             errors["description"] = f"At most {DESCRIPTION_MAX} characters."
         job_type_key = data.job_type

@@ -11,7 +11,7 @@ from markupsafe import Markup
 from sqlalchemy import select
 
 from webapp import presenters
-from webapp.auth.permissions import jobs_query
+from webapp.auth.permissions import hidden_job_types, jobs_query
 from webapp.execution import dispatch
 from webapp.extensions import db
 from webapp.forms import ConfirmForm
@@ -83,12 +83,15 @@ def list():
     found = queries.list_query(current_user, state.find, state.statuses, zone=zone,
                                today=utcnow().astimezone(zone).date())
     counts = queries.type_counts(found)
-    columns = typepages.columns_of(state.job_type)
+    # A type hidden from the user is shown as one that is not installed: its columns and label
+    # would tell that it exists.
+    hidden = hidden_job_types(current_user)
+    columns = typepages.columns_of(state.job_type) if state.job_type not in hidden else job_columns.for_type(None)
     page = paginate(queries.of_type(found, state.job_type), queries.job_sorts(current_user, columns), "name",
                     tiebreak=Job.id)
     latest = queries.latest_runs([job.id for job in page.items])
     context = dict(page=page, latest=latest, unread=unread_run_ids(current_user, latest.values()),
-                   state=state, tabs=_tabs(state, counts), columns=columns, form=ConfirmForm(),
+                   state=state, tabs=_tabs(state, counts, hidden), columns=columns, form=ConfirmForm(),
                    cells=job_columns.cells(columns, page.items), view=_view(state.job_type),
                    status_filters=STATUS_FILTERS,
                    ticked={editing.parse_id(i) for i in request.args.getlist("job_id")} - {None},
@@ -135,11 +138,11 @@ def _seconds_to_next_fire(jobs) -> int | None:
     return int(min(waits)) + 2 if waits else None
 
 
-def _tabs(state: ListState, counts: dict) -> list[tuple[str, str, int]]:
+def _tabs(state: ListState, counts: dict, hidden: set) -> list[tuple[str, str, int]]:
     """(type key, label, jobs) of the views: All, then each type present by label (and the one
-    asked for, even when nothing is found of it)."""
+    asked for, even when nothing is found of it, by its key alone if it is hidden from the user)."""
     keys = set(counts) | ({state.job_type} if state.job_type else set())
-    labelled = sorted((_tab_label(key), key) for key in keys)
+    labelled = sorted((key if key in hidden else _tab_label(key), key) for key in keys)
     return [("", "All", sum(counts.values()))] + [(key, label, counts.get(key, 0)) for label, key in labelled]
 
 

@@ -466,18 +466,23 @@ class RedisDown(Exception):
 
 
 def workers_for(user) -> list[WorkerRow]:
-    """The workers as the user may see them: queues hidden from the user left out of each worker's
-    list, and a run the user may not see shown as busy without its number."""
+    """The workers as the user may see them: a worker that serves only queues hidden from the user
+    left out, those queues left out of the others' lists, and a run the user may not see shown as
+    busy without its number."""
     rows = workers()
     hidden = hidden_queues(user)
     running = {row.run_id for row in rows if row.run_id is not None}
     seen = set(db.session.scalars(select(Run.id).join(Run.job).where(Run.id.in_(running), job_filter(user)))) \
         if running else set()
+    shown = []
     for row in rows:
+        if row.queues and all(name in hidden for name in row.queues):
+            continue  # a worker of hidden queues only (the scripts worker): its counts are of hidden runs
         row.queues = [name for name in row.queues if name not in hidden]
         if row.run_id is not None and row.run_id not in seen:
             row.run_id, row.current_job = None, "a run you cannot see"
-    return rows
+        shown.append(row)
+    return shown
 
 
 def workers() -> list[WorkerRow]:

@@ -182,14 +182,8 @@ def check(data: ScriptInput, job: Job | None = None, *, now: datetime) -> dict:
     """The settings to store for `data` (a new job, or an edit of `job`), with the script as
     `script`; raises InvalidJob with every problem found."""
     errors: dict[str, str] = {}
-    name = " ".join((data.name or "").split())
+    name = editing.check_name(data.name, job, errors)
     description = (data.description or "").strip()
-    if not name:
-        errors["name"] = "A name is required."
-    elif len(name) > NAME_MAX:
-        errors["name"] = f"At most {NAME_MAX} characters."
-    elif editing._name_taken(name, job):
-        errors["name"] = editing._name_taken_message(name)
     if len(description) > DESCRIPTION_MAX:
         errors["description"] = f"At most {DESCRIPTION_MAX} characters."
     script = _check_script(data.script or "", errors)
