@@ -77,10 +77,11 @@ def group(ctx, envelope: Envelope):
              f"the envelope's records are in {in_envelope} groups.")
 
 
-def regroup(project_id: int) -> tuple[int, int]:
+def regroup(project_id: int, commit: bool = True) -> tuple[int, int]:
     """Give every record of the project its group id (the smallest record id of its connected
     component); writes only the records whose group changed. Returns (records changed, groups).
-    Also what a rollback calls, so the groups come back exactly as they were."""
+    Also what a rollback calls, so the groups come back exactly as they were (with commit=False:
+    the rollback commits its deletes and the regrouping together)."""
     from webapp.linkage.grouping import group_ids
 
     current = dict(db.session.execute(select(LinkageRecord.id, LinkageRecord.group_id)
@@ -97,5 +98,6 @@ def regroup(project_id: int) -> tuple[int, int]:
         .values(group_id=db.bindparam("b_group"))
     for start in range(0, len(changes), BATCH):
         db.session.execute(statement, changes[start:start + BATCH])
-    db.session.commit()
+    if commit:
+        db.session.commit()
     return len(changes), len(set(wanted.values()))
