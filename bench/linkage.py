@@ -18,38 +18,12 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from itertools import combinations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from formats import peak_rss_mb  # noqa: E402  (VmHWM of this process)
-
-
-def normalised_table(records: list[dict], first_id: int = 1):
-    """The records as find_matches takes them: int64 ids from first_id, normalised fields."""
-    import pyarrow as pa
-
-    from webapp.linkage.normalise import normalise_name, normalise_postcode, normalise_sex, parse_date
-
-    dobs = (parse_date(r["dob"]) for r in records)
-    return pa.table({
-        "record_id": pa.array(range(first_id, first_id + len(records)), pa.int64()),
-        "first_name": [normalise_name(r["first_name"]) for r in records],
-        "surname": [normalise_name(r["surname"]) for r in records],
-        "dob": [d.isoformat() if d else None for d in dobs],
-        "sex": [normalise_sex(r["sex"]) for r in records],
-        "postcode": [normalise_postcode(r["postcode"]) for r in records],
-    })
-
-
-def true_pairs(persons: list[int]) -> set[tuple[int, int]]:
-    """(id_l, id_r) of every two records of one person; record i (1-based) is persons[i-1]."""
-    by_person: dict[int, list[int]] = {}
-    for record_id, person in enumerate(persons, start=1):
-        by_person.setdefault(person, []).append(record_id)
-    return {pair for ids in by_person.values() for pair in combinations(ids, 2)}
 
 
 def scores(found: int, right: int, truth: int) -> dict:
@@ -78,19 +52,19 @@ def child(size: int, rate: float, seed: int, train: bool) -> dict:
 
     from webapp.linkage.grouping import group_ids
     from webapp.linkage.matching import MatchSettings, find_matches
-    from webapp.linkage.synth import population
+    from webapp.linkage.synth import person_table, population, true_pairs
 
     out: dict = {"size": size, "train": train, "log": []}
     started = time.perf_counter()
     records, truth = population(size, duplicate_rate=rate, seed=seed)
     persons = [truth[r["id"]] for r in records]
-    expected = true_pairs(persons)
+    expected = true_pairs(records, truth)
     out["generate_s"] = time.perf_counter() - started
     out["true_pairs"] = len(expected)
     out["rss_before_mb"] = peak_rss_mb()
 
     started = time.perf_counter()
-    table = normalised_table(records)
+    table = person_table(records)
     out["normalise_s"] = time.perf_counter() - started
     del records
     settings = MatchSettings(train=train)

@@ -20,6 +20,7 @@ import json
 import random
 import zipfile
 from datetime import date, timedelta
+from itertools import combinations
 from pathlib import Path
 
 FEMALE = """olivia amelia isla ava mia ivy lily isabella rosie sophia grace freya willow florence
@@ -302,6 +303,33 @@ def population(n: int, duplicate_rate: float = 0.2, seed: int = 1) -> tuple[list
         records.append(_written(maker, person, key))
         truth[key] = person_id
     return records, truth
+
+
+def person_table(records: list[dict], first_id: int = 1):
+    """The records as find_matches takes them: record_id first_id, first_id + 1... in order
+    (int64), fields normalised as the load step stores them."""
+    import pyarrow as pa
+
+    from webapp.linkage.normalise import normalise_name, normalise_postcode, normalise_sex, parse_date
+
+    dobs = (parse_date(record["dob"]) for record in records)
+    return pa.table({
+        "record_id": pa.array(range(first_id, first_id + len(records)), pa.int64()),
+        "first_name": [normalise_name(record["first_name"]) for record in records],
+        "surname": [normalise_name(record["surname"]) for record in records],
+        "dob": [dob.isoformat() if dob else None for dob in dobs],
+        "sex": [normalise_sex(record["sex"]) for record in records],
+        "postcode": [normalise_postcode(record["postcode"]) for record in records],
+    })
+
+
+def true_pairs(records: list[dict], truth: dict, first_id: int = 1) -> set[tuple[int, int]]:
+    """(record_id_l, record_id_r) of every two records of one person, numbered as person_table
+    numbers them."""
+    by_person: dict[int, list[int]] = {}
+    for record_id, record in enumerate(records, start=first_id):
+        by_person.setdefault(truth[record["id"]], []).append(record_id)
+    return {pair for ids in by_person.values() for pair in combinations(ids, 2)}
 
 
 MANIFEST_COLUMNS = {"id": "person_id", "first_name": "given", "surname": "family",
