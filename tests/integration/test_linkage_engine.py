@@ -164,3 +164,38 @@ def test_a_group_keeps_its_id_when_a_record_joins_and_after_it_is_removed():
     assert group_ids(before_ids, edges(*before_pairs, (12, 14), (13, 14))) == before
     # a record joining one group leaves its id unchanged
     assert group_ids(before_ids + [15], edges(*before_pairs, (13, 15)))[15] == 11
+
+
+def test_the_synthetic_population_is_repeatable_and_holds_its_duplicates():
+    records, truth = population(500, duplicate_rate=0.2, seed=3)
+    assert (records, truth) == population(500, duplicate_rate=0.2, seed=3)
+    assert len(records) == 500 and len({r["id"] for r in records}) == 500
+    assert len(set(truth.values())) == 400          # 100 records are copies of others
+
+
+def test_an_envelope_holds_a_manifest_and_its_csv_files(tmp_path):
+    import csv
+    import io
+    import json
+    import zipfile
+
+    from webapp.linkage.synth import MANIFEST_COLUMNS, write_envelope
+
+    records, _ = population(10, seed=5)
+    path = write_envelope(tmp_path / "envelope.zip", records, files=3)
+    with zipfile.ZipFile(path) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+        assert manifest["format"] == "firetime-envelope/1"
+        rows = []
+        for entry in manifest["files"]:
+            assert entry["columns"] == MANIFEST_COLUMNS and entry["delimiter"] == ","
+            text = archive.read(entry["name"]).decode(entry["encoding"])
+            rows += list(csv.DictReader(io.StringIO(text), delimiter=entry["delimiter"]))
+    assert [entry["name"] for entry in manifest["files"]] == [
+        "people-1.csv", "people-2.csv", "people-3.csv"]
+    by_id = {row["person_id"]: row for row in rows}
+    assert len(by_id) == 10
+    for record in records:
+        row = by_id[record["id"]]
+        assert (row["given"], row["family"], row["birth_date"], row["site"]) == (
+            record["first_name"], record["surname"], record["dob"], record["site"])
