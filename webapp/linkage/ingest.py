@@ -166,7 +166,7 @@ def _opened(envelope: Envelope):
         raise StepFailed(f"The zip archive cannot be read: {exc}.") from exc
     except NotImplementedError as exc:  # a compression method zipfile does not know (deflate64...)
         raise StepFailed(f"The zip archive cannot be read: {exc}. Use the usual deflate compression.") from exc
-    except (zlib.error, lzma.LZMAError, EOFError) as exc:
+    except (zlib.error, lzma.LZMAError, EOFError, UnicodeDecodeError) as exc:  # (names unlike in the directory)
         raise StepFailed(f"The zip archive is damaged: {exc}.") from exc
     except FileNotFoundError as exc:
         raise StepFailed("The envelope's file is missing from the files directory.") from exc
@@ -236,7 +236,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _unsafe(name: str) -> bool:
-    return (name.startswith("/") or "\\" in name or bool(_DRIVE.match(name)) or bool(_CONTROL.search(name))
+    return (not name or name.startswith("/") or "\\" in name or bool(_DRIVE.match(name)) or bool(_CONTROL.search(name))
             or ".." in name.split("/"))
 
 
@@ -341,7 +341,7 @@ def _read(spec: FileSpec, binary) -> tuple[Layout, object]:
     try:
         header = next(reader, [])
     except csv.Error as exc:
-        raise StepFailed(f"{spec.name}, line 1: {exc}.") from exc
+        raise StepFailed(f"{spec.name}, line 1: {_csv_problem(exc)}.") from exc
     layout = _layout(spec, header, delimiter)
     return layout, _rows(spec, reader)
 
@@ -359,7 +359,13 @@ def _rows(spec: FileSpec, reader):
                 yield before + 1, row
             before = reader.line_num
     except csv.Error as exc:
-        raise StepFailed(f"{spec.name}, line {before + 1}: {exc}.") from exc
+        raise StepFailed(f"{spec.name}, line {before + 1}: {_csv_problem(exc)}.") from exc
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    if "new-line character" in str(exc):
+        return "a line break inside a field that is not in quotes (lines ended by a lone carriage return?)"
+    return str(exc)
 
 
 def _text_lines(binary, spec: FileSpec):
