@@ -39,7 +39,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from webapp.execution.context import RunCancelled
 from webapp.extensions import db
-from webapp.linkage.chain import StepFailed, notify
+from webapp.linkage.chain import StepFailed, args_of, notify
 from webapp.linkage.normalise import normalise_postcode, normalise_sex, parse_date
 from webapp.linkage.upload import ZIP_MAGIC, limit_bytes
 from webapp.models import Run
@@ -140,7 +140,7 @@ def load(ctx, envelope: Envelope):
 def _validated_rows(envelope: Envelope) -> int:
     """The rows the validate step counted (for load's progress), 0 if unknown."""
     stats = db.session.scalars(select(Run.stats).where(Run.envelope_id == envelope.id,
-                                                       Run.args == f"step=validate envelope={envelope.id}")
+                                                       Run.args == args_of("validate", envelope.id))
                                .order_by(Run.id.desc()).limit(1)).first()
     return int((stats or {}).get("rows") or 0)
 
