@@ -40,8 +40,8 @@ def create_app(config_class=None):
     extensions.mail.init_app(app)
     extensions.redis_client.init_app(app)
 
-    from webapp import (admin, api, archive, audit, auth, cli, dashboard, datasets, executions, jobs, main, queues, runs,
-                        support)
+    from webapp import (admin, api, archive, audit, auth, cli, dashboard, datasets, envelopes, executions, jobs, main,
+                        queues, runs, support)
 
     auth.init_app(app)
     main.init_app(app)
@@ -55,6 +55,7 @@ def create_app(config_class=None):
     audit.init_app(app)
     admin.init_app(app)
     support.init_app(app)
+    envelopes.init_app(app)
     api.init_app(app)
     cli.init_app(app)
     return app

@@ -115,28 +115,46 @@ ACCESS = {
     "support.run_now": SUPPORT,
     "support.archive": SUPPORT,
     "support.restore": SUPPORT,
+    # The envelopes page: envelopes and runs of the projects the user sees (permissions.envelopes_query,
+    # runs_query), 404 for the rest; test_envelopes_page checks each role.
+    "envelopes.index": SIGNED_IN,
+    "envelopes.envelope": SIGNED_IN,
+    "envelopes.notifications": SIGNED_IN,
+    "envelopes.run": SIGNED_IN,
+    "envelopes.upload": SIGNED_IN,
+    "envelopes.rollback": SIGNED_IN,
+    "envelopes.cancel": SIGNED_IN,
+    "envelopes.retry": SIGNED_IN,
 }
 
 # Path arguments that name an object of a domain, and the world's object in Study A to use.
 DOMAIN_OBJECTS = {"job_id": "jobs", "jobId": "jobs", "run_id": "runs", "runId": "runs", "file_id": "files",
-                  "dataset_id": "datasets"}
+                  "dataset_id": "datasets", "envelope_id": "envelopes"}
 SIGNED_IN_ROLES = ("superadmin", "sysadmin", "admin_a", "admin_b", "admin_a1")
 
 
 @pytest.fixture(autouse=True)
 def _datasets_of_the_world(request):
-    """test_permissions' world with a dataset in each study (world.datasets: key -> id)."""
+    """test_permissions' world with a dataset and an envelope in each study (world.datasets,
+    world.envelopes: key -> id)."""
     if "world" not in request.fixturenames:
         return
     world, app = request.getfixturevalue("world"), request.getfixturevalue("app")
     from webapp.models import Dataset
+    from webapp.models.linkage import Envelope, EnvelopeStatus
 
     with app.app_context():
         made = {key: Dataset(domain_id=world.domains[name], name=f"{name} dataset")
                 for key, name in (("a", "Study A"), ("b", "Study B"))}
         db.session.add_all(made.values())
+        # And an envelope in each (a refused upload: an envelope without a file or a chain).
+        envelopes = {key: Envelope(project_id=world.domains[name], name=f"{name}.csv", kind="csv",
+                                   status=EnvelopeStatus.CORRUPT, reason="Refused.")
+                     for key, name in (("a", "Study A"), ("b", "Study B"))}
+        db.session.add_all(envelopes.values())
         db.session.commit()
         world.datasets = {key: dataset.id for key, dataset in made.items()}
+        world.envelopes = {key: envelope.id for key, envelope in envelopes.items()}
 
 
 def rules(app) -> list[Rule]:

@@ -144,9 +144,12 @@ def _said(message: str, ok: bool):
 
 
 def _back(queue: str = "") -> str:
-    """The queues page as the user had it (sort, filters, pages), at the queue's panel if named."""
+    """The queues page as the user had it (sort, filters, pages), at the queue's panel if named; or
+    the envelopes page, which steers the processing queue too, as the user had it."""
     referrer, here = urlsplit(request.referrer or ""), urlsplit(request.host_url)
     page = url_for("queues.index")
+    if (referrer.scheme, referrer.netloc) == (here.scheme, here.netloc) and referrer.path == url_for("envelopes.index"):
+        return urlunsplit(("", "", referrer.path, referrer.query, ""))
     if (referrer.scheme, referrer.netloc, referrer.path) == (here.scheme, here.netloc, page):
         page = urlunsplit(("", "", page, referrer.query, ""))
     return page + (f"#queue-{queue}" if queue else "")
