@@ -436,15 +436,20 @@ def test_a_domain_in_use_cannot_be_deleted_and_the_page_says_why(app, root):
 
 # --- settings ----------------------------------------------------------------------------------
 
+# The linkage settings as the form sends them at their defaults (test_envelopes_page changes them).
+LINKAGE_DEFAULTS = {"envelope_max_mb": "200", "linkage_threshold": "0.9", "linkage_train": "y",
+                    "linkage_backend": "duckdb"}
+
+
 def test_settings_default_to_the_environment_and_are_stored_audited(app, root):
     page = root.client.get("/admin/settings").get_data(as_text=True)
     assert f'value="{app.config["RETENTION_DAYS"]}"' in page and f'value="{app.config["BASE_URL"]}"' in page
     assert f'value="{app.config["MAIL_DEFAULT_SENDER"]}"' in page
     assert f'value="{app.config["SCRIPT_TIME_LIMIT"]}"' in page and f'value="{app.config["SCRIPT_MEMORY_MB"]}"' in page
-    assert page.count("Default from the server") == 6
+    assert page.count("Default from the server") == 10
     # The sender the environment gives (firetime@localhost in the tests) may stay as it is.
     limits = {"script_time_limit": str(app.config["SCRIPT_TIME_LIMIT"]),
-              "script_memory_mb": str(app.config["SCRIPT_MEMORY_MB"])}
+              "script_memory_mb": str(app.config["SCRIPT_MEMORY_MB"]), **LINKAGE_DEFAULTS}
     response = root.client.post("/admin/settings", data={
         "csrf_token": root.token, "retention_days": "45", "support_roles": ["superadmin"], **limits,
         "report_sender": app.config["MAIL_DEFAULT_SENDER"], "base_url": app.config["BASE_URL"]})
@@ -454,7 +459,7 @@ def test_settings_default_to_the_environment_and_are_stored_audited(app, root):
         assert db.session.scalar(select(Setting).where(Setting.key == "report_sender")) is None
     response = root.client.post("/admin/settings", data={
         "csrf_token": root.token, "retention_days": "30", "support_roles": ["superadmin", "sysadmin"],
-        "script_time_limit": "120", "script_memory_mb": "1024",
+        "script_time_limit": "120", "script_memory_mb": "1024", **LINKAGE_DEFAULTS,
         "report_sender": "jobs@example.org", "base_url": "https://jobs.example.org/console/"})
     assert response.status_code == 302
     with app.app_context():
@@ -496,7 +501,8 @@ def test_settings_default_to_the_environment_and_are_stored_audited(app, root):
 ])
 def test_a_bad_setting_is_told_next_to_its_field_and_nothing_is_stored(app, root, field, value, message):
     data = {"csrf_token": root.token, "retention_days": "30", "support_roles": ["superadmin"],
-            "script_time_limit": "600", "script_memory_mb": "512", "report_sender": "jobs@example.org", "base_url": "https://jobs.example.org", field: value}
+            "script_time_limit": "600", "script_memory_mb": "512", "report_sender": "jobs@example.org",
+            "base_url": "https://jobs.example.org", **LINKAGE_DEFAULTS, field: value}
     response = root.client.post("/admin/settings", data=data)
     assert response.status_code == 400
     assert any(name == field and message in text for name, text in errors(response)), errors(response)

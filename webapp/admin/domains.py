@@ -9,6 +9,10 @@ from webapp.extensions import db
 from webapp.models import AuditEvent, Dataset, Domain, Job, Subject, User
 from webapp.models.accounts import supervision
 from webapp.models.audit import record
+from webapp.models.linkage import LINKAGE_KIND, Envelope
+
+CLINICAL_KIND = "clinical"
+KINDS = {CLINICAL_KIND: "Clinical (a study or a site)", LINKAGE_KIND: "Linkage project (envelopes of person records)"}
 
 
 class DomainError(ValueError):
@@ -105,6 +109,27 @@ def _check_oid(oid: str | None, domain: Domain | None = None) -> str | None:
     return oid
 
 
+def _check_kind(kind: str | None, domain: Domain | None = None) -> str:
+    """What the domain is for. A linkage project that holds envelopes stays one, and a domain that
+    holds clinical data cannot become one: either change would leave data where no page shows it."""
+    kind = kind or (domain.kind if domain is not None else CLINICAL_KIND)
+    if kind not in KINDS:
+        raise DomainError("Choose clinical or linkage project.", "kind")
+    if domain is None or kind == domain.kind:
+        return kind
+    if kind == CLINICAL_KIND:
+        envelopes = db.session.scalar(select(func.count(Envelope.id)).where(Envelope.project_id == domain.id))
+        if envelopes:
+            raise DomainError(f"It holds {_count(envelopes, 'envelope', 'envelopes')}: a linkage project with "
+                              "envelopes stays one.", "kind")
+    else:
+        subjects = db.session.scalar(select(func.count(Subject.id)).where(Subject.domain_id == domain.id))
+        if subjects:
+            raise DomainError(f"It holds clinical data of {_count(subjects, 'subject', 'subjects')}: it cannot become "
+                              "a linkage project.", "kind")
+    return kind
+
+
 def _commit(oid: str | None) -> None:
     """Commit; a unique OID taken by another save since the check gets the check's message."""
     try:
@@ -132,10 +157,11 @@ def _path(domain: Domain | None) -> str:
     return " / ".join(reversed(names))
 
 
-def create(name: str, parent: Domain | None, *, actor, oid: str | None = None) -> Domain:
+def create(name: str, parent: Domain | None, *, actor, oid: str | None = None, kind: str | None = None) -> Domain:
     name = _check_name(name)
     oid = _check_oid(oid)
-    domain = Domain(name=name, parent=parent, oid=oid)
+    kind = _check_kind(kind)
+    domain = Domain(name=name, parent=parent, oid=oid, kind=kind)
     db.session.add(domain)
     try:
         db.session.flush()
@@ -143,26 +169,30 @@ def create(name: str, parent: Domain | None, *, actor, oid: str | None = None) -
         db.session.rollback()
         raise DomainError(f"The OID “{oid}” was just given to another domain: choose another.", "oid") from None
     record("create", "domain", domain, actor=actor,
-           after={"name": domain.name, "parent": parent.name if parent else "", **({"oid": oid} if oid else {})})
+           after={"name": domain.name, "parent": parent.name if parent else "", **({"oid": oid} if oid else {}),
+                  **({"kind": kind} if kind != CLINICAL_KIND else {})})
     _commit(oid)
     return domain
 
 
-def update(domain: Domain, name: str, parent: Domain | None, *, actor, oid: str | None = None) -> bool:
-    """Rename, move and set the OID; False when nothing changed."""
+def update(domain: Domain, name: str, parent: Domain | None, *, actor, oid: str | None = None,
+           kind: str | None = None) -> bool:
+    """Rename, move, set the OID and the kind (None: as it is); False when nothing changed."""
     name = _check_name(name, domain)
     oid = _check_oid(oid, domain)
+    kind = _check_kind(kind, domain)
     _check_parent(domain, parent)
-    before = {"name": domain.name, "parent": domain.parent.name if domain.parent else "", "oid": domain.oid or ""}
-    after = {"name": name, "parent": parent.name if parent else "", "oid": oid or ""}
+    before = {"name": domain.name, "parent": domain.parent.name if domain.parent else "", "oid": domain.oid or "",
+              "kind": domain.kind}
+    after = {"name": name, "parent": parent.name if parent else "", "oid": oid or "", "kind": kind}
     if before == after:
         return False
-    domain.name, domain.parent, domain.oid = name, parent, oid
+    domain.name, domain.parent, domain.oid, domain.kind = name, parent, oid, kind
     changed = {key for key in before if before[key] != after[key]}
     # One record a save, named by its biggest change (a move changes who sees the domain's jobs);
-    # name and place always, the OID when it changed.
+    # name and place always, the OID and the kind when they changed.
     action = "move" if "parent" in changed else "rename" if "name" in changed else "edit"
-    shown = ("name", "parent", "oid") if "oid" in changed else ("name", "parent")
+    shown = ("name", "parent") + tuple(key for key in ("oid", "kind") if key in changed)
     record(action, "domain", domain, actor=actor, before={key: before[key] for key in shown},
            after={key: after[key] for key in shown}, message=f"now {_path(domain)}")
     _commit(oid)
@@ -196,6 +226,9 @@ def why_not_deletable(domain: Domain) -> list[str]:
     subjects = db.session.scalar(select(func.count(Subject.id)).where(Subject.domain_id == domain.id))
     if subjects:
         reasons.append(f"It holds clinical data of {_count(subjects, 'subject', 'subjects')}.")
+    envelopes = db.session.scalar(select(func.count(Envelope.id)).where(Envelope.project_id == domain.id))
+    if envelopes:
+        reasons.append(f"It holds {_count(envelopes, 'envelope', 'envelopes')} of person records.")
     children = db.session.scalar(select(func.count(Domain.id)).where(Domain.parent_id == domain.id))
     if children:
         reasons.append(f"{_count(children, 'domain is', 'domains are')} below it: move or delete {'it' if children == 1 else 'them'} first.")

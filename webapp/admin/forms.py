@@ -1,15 +1,17 @@
 """Forms of the admin pages; each message sits next to its field."""
+import math
 import re
 from urllib.parse import urlsplit
 
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
-from wtforms import IntegerField, PasswordField, SelectField, SelectMultipleField, StringField
+from wtforms import BooleanField, FloatField, IntegerField, PasswordField, SelectField, SelectMultipleField, StringField
 from wtforms.fields.choices import SelectChoice as Choice
 from wtforms.validators import (DataRequired, EqualTo, InputRequired, Length, NumberRange, Optional, StopValidation,
                                 ValidationError)
 from wtforms.widgets import CheckboxInput, ListWidget
 
+from webapp.admin.domains import KINDS as DOMAIN_KINDS
 from webapp.extensions import db
 from webapp.guards import MAX_ID
 from webapp.mail_addresses import valid_recipients
@@ -131,6 +133,9 @@ class DomainForm(FlaskForm):
     # Any domain id is taken here: domains.update says why a domain cannot be the parent.
     parent_id = SelectField("Under", coerce=_optional_id, validate_choice=False,
                             description="The domain it belongs to; none for a top-level domain.")
+    kind = SelectField("Kind", choices=[Choice(key, label) for key, label in DOMAIN_KINDS.items()], default="clinical",
+                       description="A linkage project receives envelopes of person records (the Envelopes page); "
+                                   "a clinical domain holds the data of a study or a site.")
 
     def set_parents(self, nodes):
         self.parent_id.choices = [Choice("", "— top level —")] + [
@@ -156,6 +161,8 @@ def web_address(form, field):
 # Bounds of the support scripts' limits (the settings page and a script job's own time limit).
 SCRIPT_TIME_LIMIT_MAX = 86_400
 SCRIPT_MEMORY_MIN_MB, SCRIPT_MEMORY_MAX_MB = 128, 65_536
+ENVELOPE_MAX_MB = 10_240
+THRESHOLD_MIN, THRESHOLD_MAX = 0.5, 0.999
 
 
 class SettingsForm(FlaskForm):
@@ -181,9 +188,30 @@ class SettingsForm(FlaskForm):
         DataRequired(message="Give the address people reach the console at."), Length(max=300), web_address],
         description="Links in emails start with it.")
 
+    # Linkage projects (SPEC 9): the envelope upload limit and the match step's model.
+    envelope_max_mb = IntegerField("Largest envelope upload (MB)", validators=[
+        InputRequired(message="Give a number of megabytes."),
+        NumberRange(min=1, max=ENVELOPE_MAX_MB, message=f"Give a number of megabytes from 1 to {ENVELOPE_MAX_MB}.")],
+        description="A larger upload is refused while it streams, and listed as a corrupt envelope.")
+    linkage_threshold = FloatField("Match threshold (probability)", validators=[
+        InputRequired(message="Give a probability, such as 0.9."),
+        NumberRange(min=THRESHOLD_MIN, max=THRESHOLD_MAX,
+                    message=f"Give a probability from {THRESHOLD_MIN} to {THRESHOLD_MAX}.")],
+        description="Two records whose match probability reaches it are the same person.")
+    linkage_train = BooleanField("Train the model (EM)",
+                                 description="Estimate the model's parameters from each project's records "
+                                             "(expectation–maximisation); otherwise fixed parameters are used.")
+    linkage_backend = SelectField("Matching engine", choices=[Choice("duckdb", "DuckDB (on this machine)"),
+                                                              Choice("spark", "Spark (a cluster)")],
+                                  description="Where Splink runs the model; Spark for projects one machine cannot hold.")
+
     def __init__(self, *args, current_sender=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.current_sender = current_sender
+
+    def validate_linkage_threshold(self, field):
+        if field.data is not None and not math.isfinite(field.data):
+            raise ValidationError(f"Give a probability from {THRESHOLD_MIN} to {THRESHOLD_MAX}.")
 
     def validate_report_sender(self, field):
         """A new address is checked; the one in use (an environment default such as

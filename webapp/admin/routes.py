@@ -194,7 +194,8 @@ def domains():
     if request.method == "POST":
         if form.validate_on_submit():
             try:
-                domain = domain_ops.create(form.name.data, _parent(form), actor=current_user, oid=form.oid.data)
+                domain = domain_ops.create(form.name.data, _parent(form), actor=current_user, oid=form.oid.data,
+                                           kind=form.kind.data)
             except domain_ops.DomainError as exc:
                 db.session.rollback()
                 form[exc.field].errors.append(exc.message)
@@ -218,15 +219,16 @@ def _parent(form):
 def domain_detail(domain_id):
     """Rename a domain or move it under another; delete it if nothing refers to it."""
     domain = _get_or_404(Domain, domain_id)
-    form = DomainForm(data={"name": domain.name, "parent_id": domain.parent_id, "oid": domain.oid or ""}
-                      if request.method == "GET" else None)
+    # A save that does not send the kind keeps it.
+    form = DomainForm(data={"name": domain.name, "parent_id": domain.parent_id, "oid": domain.oid or "",
+                            "kind": domain.kind} if request.method == "GET" else {"kind": domain.kind})
     form.set_parents(domain_ops.allowed_parents(domain))
     status = 200
     if request.method == "POST":
         if form.validate_on_submit():
             try:
                 changed = domain_ops.update(domain, form.name.data, _parent(form), actor=current_user,
-                                            oid=form.oid.data)
+                                            oid=form.oid.data, kind=form.kind.data)
             except domain_ops.DomainError as exc:
                 db.session.rollback()
                 form[exc.field].errors.append(exc.message)

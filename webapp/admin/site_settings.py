@@ -3,7 +3,8 @@ from webapp.extensions import db
 from webapp.models.audit import record
 from webapp.models.settings import all_settings, set_setting
 
-EDITABLE = ("retention_days", "support_roles", "script_time_limit", "script_memory_mb", "report_sender", "base_url")
+EDITABLE = ("retention_days", "support_roles", "script_time_limit", "script_memory_mb", "report_sender", "base_url",
+            "envelope_max_mb", "linkage_threshold", "linkage_train", "linkage_backend")
 
 
 def _comparable(value):
