@@ -109,13 +109,15 @@ class Gates:
 def next_for_serial(queue: str) -> Run | None:
     """Inside a transaction: hand over the oldest waiting run of a serial queue if the queue is
     not paused and nothing of it is handed over or running (the caller commits, then enqueues).
-    A run locked by a concurrent cancel is passed over (SKIP LOCKED on PostgreSQL)."""
+    A retry goes before the runs that were waiting (S4: after a failure, correct the cause, retry
+    the job, resume the queue: the retried work is next). A run locked by a concurrent cancel is
+    passed over (SKIP LOCKED on PostgreSQL)."""
     if not Gates([queue]).admits(queue):
         return None
     waiting = db.session.scalar(
         select(Run).join(Job, Job.id == Run.job_id)
         .where(Run.status == RunStatus.QUEUED, Run.enqueued_at.is_(None), Job.job_type.in_(types_on(queue)))
-        .order_by(Run.id).limit(1).with_for_update(skip_locked=True, of=Run))
+        .order_by(Run.retry_of_id.is_(None), Run.id).limit(1).with_for_update(skip_locked=True, of=Run))
     if waiting is not None:
         waiting.enqueued_at = utcnow()
     return waiting

@@ -6,8 +6,8 @@ project's processing job (job type `linkage.step`, serial `processing` queue), p
 - Each step checks before it works that the envelope still wants it (not cancelled, corrupt or
   rolled back; the step before succeeded): a step that should not run ends cancelled, saying why.
 - `after_step` (a finish hook) keeps the chain: a failed validate makes the envelope Corrupt; a
-  failed or cancelled step cancels the envelope's later steps; a step that succeeds after a retry
-  queues the next; and the envelope's status follows its runs.
+  failed or cancelled step cancels the envelope's later steps; and the envelope's status follows
+  its runs. A retry queues the failed step again with every later one.
 - `retry_refusal` is S4's retry guard: a failed step may be retried only while no other run has
   run against the project since.
 """
@@ -15,7 +15,7 @@ import logging
 import re
 from importlib import import_module
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from webapp.execution import dispatch, lifecycle
@@ -139,8 +139,13 @@ def retry_refusal(run: Run) -> str | None:
         envelope = db.session.get(Envelope, run.envelope_id)
         if envelope.status in (EnvelopeStatus.CANCELLED, EnvelopeStatus.ROLLED_BACK):
             return f"Its envelope is {envelope.status_label.lower()}."
-        if step_of(run) == ROLLBACK:
+        step = step_of(run)
+        if step == ROLLBACK:
             return "A rollback is asked for again with Rollback, not retried."
+        if step in STEPS[1:]:
+            before = STEPS[STEPS.index(step) - 1]
+            if _latest_status(run.envelope_id, before) not in SUCCEEDED:
+                return f"The {before} step before it did not succeed: retry that one."
     since = db.session.scalar(select(Run.id).where(
         Run.job_id == run.job_id, Run.id != run.id, Run.started_at.isnot(None),
         Run.started_at >= (run.finished_at or run.created_at)).order_by(Run.id).limit(1))
@@ -150,14 +155,23 @@ def retry_refusal(run: Run) -> str | None:
 
 
 def retry(run: Run, user) -> Run:
-    """A new run of the same step (S4 "Retry"); when it succeeds the chain goes on from there."""
+    """A new run of the same step (S4 "Retry"), and of each later step of its envelope, which were
+    cancelled when it failed: the chain goes on from there. Retries go before the runs waiting on
+    the serial queue (queues.next_for_serial), so the envelope is finished before the next one."""
     refusal = retry_refusal(run)
     if refusal:
         raise ChainRefused(refusal)
     job = db.session.get(Job, run.job_id)
     again = dispatch.request_run(job, trigger=Trigger.RETRY, user=user, args=run.args, retry_of=run,
                                  envelope_id=run.envelope_id)
-    if run.envelope_id is not None:
+    step = step_of(run)
+    if run.envelope_id is not None and step in STEPS:
+        for later in STEPS[STEPS.index(step) + 1:]:
+            args = args_of(later, run.envelope_id)
+            cancelled = db.session.scalar(select(Run).where(Run.envelope_id == run.envelope_id, Run.args == args)
+                                          .order_by(Run.id.desc()).limit(1))
+            dispatch.request_run(job, trigger=Trigger.RETRY, user=user, args=args, retry_of=cancelled,
+                                 envelope_id=run.envelope_id)
         refresh_status(db.session.get(Envelope, run.envelope_id))
     return again
 
@@ -250,8 +264,6 @@ def after_step(ended: lifecycle.Ended):
             db.session.commit()
         if run.status in (RunStatus.FAILED, RunStatus.CANCELLED):
             _cancel_later_steps(envelope, step)
-        elif run.status in SUCCEEDED and step != STEPS[-1]:
-            _queue_next(envelope, run, STEPS[STEPS.index(step) + 1])
     refresh_status(envelope)
 
 
@@ -264,31 +276,24 @@ def _cancel_later_steps(envelope: Envelope, step: str):
                              only=(RunStatus.QUEUED,))
 
 
-def _queue_next(envelope: Envelope, run: Run, step: str):
-    """After a retried step succeeds: queue the next step, unless one is waiting already."""
-    if envelope.status in FINAL_ENVELOPE_STATUSES:
-        return
-    waiting = db.session.scalar(select(exists().where(Run.envelope_id == envelope.id, Run.args == args_of(step, envelope.id),
-                                                      Run.status.in_(ACTIVE_STATUSES + SUCCEEDED))))
-    if not waiting:
-        dispatch.request_run(db.session.get(Job, run.job_id), trigger=Trigger.ENVELOPE, args=args_of(step, envelope.id),
-                             envelope_id=envelope.id)
-
-
 def refresh_status(envelope: Envelope) -> str:
     """The envelope's status from its runs: active while a step waits or runs; Errors when a step's
-    latest run failed or was cancelled, or a step raised an error notification. Corrupt, Cancelled
-    and Rolled back stay."""
+    latest run failed or was cancelled (or, while active, any step failed), or a step raised an
+    error notification. Corrupt, Cancelled and Rolled back stay."""
     db.session.refresh(envelope)
     if envelope.status in FINAL_ENVELOPE_STATUSES:
         return envelope.status
-    latest = {}
+    latest, failed_once = {}, False
     for run in runs_of(envelope.id):
         step = step_of(run)
         if step in STEPS:
             latest[step] = run.status
+            failed_once = failed_once or run.status == RunStatus.FAILED
     active = any(status in ACTIVE_STATUSES for status in latest.values())
-    errors = any(status in (RunStatus.FAILED, RunStatus.CANCELLED) for status in latest.values()) or bool(
+    # While its steps run, an envelope one of whose steps failed (and is being retried) shows its
+    # errors; once through, what counts is how each step last ended, and the rows it rejected.
+    errors = (active and failed_once) or any(status in (RunStatus.FAILED, RunStatus.CANCELLED)
+                                             for status in latest.values()) or bool(
         db.session.scalar(select(func.count()).select_from(EnvelopeNotification).where(
             EnvelopeNotification.envelope_id == envelope.id, EnvelopeNotification.level == "error")))
     if active:

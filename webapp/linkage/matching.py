@@ -60,12 +60,12 @@ def find_matches(new: pa.Table, existing: pa.Table, settings: MatchSettings,
     if not 0 < settings.threshold <= 1:
         raise LinkageError(f"The match threshold must be above 0 and at most 1, not {settings.threshold}.")
     records = _records(new, existing)
+    db_api = _db_api(settings.backend)  # first: a backend that cannot run fails every envelope alike
     if new.num_rows == 0 or records.num_rows < 2:
         log(f"{new.num_rows} new record(s) of {records.num_rows}: nothing to compare.")
         return PAIR_SCHEMA.empty_table()
     from splink import Linker  # here: only the match step pays Splink's import (0.25 s)
 
-    db_api = _db_api(settings.backend)
     linker = Linker(db_api.register(records), _splink_settings(records.num_rows), log_level=None)
     _fit(linker, records.num_rows, settings, log)
     predictions = linker.inference.predict(threshold_match_probability=settings.threshold)
