@@ -88,6 +88,12 @@ def seed() -> dict:
     _import_job(admin)
     _vitals_export(admin)
     _script_jobs(admin)
+    from webapp.linkage import demo as linkage_demo
+
+    linkage_demo.seed(admin)
+    if not db.session.scalar(select(User).where(User.username == "registry-admin")):
+        create_user(password=PASSWORD, username="registry-admin", role=Role.DOMAIN_ADMIN,
+                    domain_name=linkage_demo.PROJECT)  # sees Registry L's envelopes only
     return {"domains": len(DOMAINS), "users": len(USERS), "jobs": db.session.query(Job).count(),
             "Study A subjects": subjects}
 

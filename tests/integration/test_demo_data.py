@@ -100,3 +100,19 @@ def test_demo_seed_adds_a_script_job_counting_runs_and_an_archived_one(ctx, work
     lines = db.session.scalars(select(RunLogLine.message).where(RunLogLine.run_id == run.id)).all()
     counted = [line for line in lines if line.startswith("Runs created in the last hour: ")]
     assert counted and int(counted[0].rsplit(" ", 1)[1]) >= 1  # this run itself, at least
+
+
+def test_demo_seed_adds_the_registry_l_project_and_its_administrator(ctx):
+    from webapp.models import User
+    from webapp.models.linkage import Envelope, EnvelopeStatus
+
+    assert ctx.test_cli_runner().invoke(args=["demo", "seed"]).exit_code == 0
+    project = db.session.scalar(select(Domain).where(Domain.name == "Registry L"))
+    assert project.kind == "linkage"
+    statuses = db.session.scalars(select(Envelope.status).where(Envelope.project_id == project.id)
+                                  .order_by(Envelope.id)).all()
+    assert statuses == [EnvelopeStatus.SUCCESS, EnvelopeStatus.ERRORS]
+    admin = db.session.scalar(select(User).where(User.username == "registry-admin"))
+    assert admin.role == "domain_admin" and admin.domain_id == project.id
+    assert ctx.test_cli_runner().invoke(args=["demo", "seed"]).exit_code == 0  # again: nothing more
+    assert db.session.scalar(select(func.count(Envelope.id))) == 2
