@@ -159,6 +159,7 @@ def test_rollback_is_confirmed_audited_and_then_refused_while_it_waits(app, clie
     row = row_of(text(client.get("/envelopes/")), envelope.id)
     assert 'title="Its chain is still running: wait for it to end, or cancel it first."' in row
     assert 'hx-trigger="every 3s"' in row  # a job of it waits: the row follows it
+    assert "/cancel" not in row  # a rollback is no chain to cancel
     again = client.post(f"/envelopes/{envelope.id}/rollback", data={"csrf_token": token(client)})
     assert again.status_code == 302
     assert any("is not rolled back: Its chain is still running" in f for f in flashes(client))
@@ -257,7 +258,7 @@ def test_all_jobs_lists_processing_and_system_runs_queued_first(app, client, log
     assert 'aria-current="page">All jobs' in page.replace("\n", "").replace("  ", "")
     assert page.count(">Errors<") == 1 and page.count(">Queued<") == 1 and page.count(">Success<") == 5
     assert f'action="/envelopes/runs/{failed.id}/retry"' in page  # a system job: the executions page's retry
-    assert f"#{envelope.id}</td>" in page
+    assert f'<a href="/envelopes/{envelope.id}">#{envelope.id}</a></td>' in page
     fragment = text(client.get("/envelopes/?view=jobs", headers={**HX, "HX-Target": "env-list"}))
     assert fragment.lstrip().startswith('<div id="env-list">') and "Upload an envelope" not in fragment
     response = client.post(f"/envelopes/runs/{failed.id}/retry", data={"csrf_token": token(client)})
@@ -470,6 +471,7 @@ def test_an_upload_through_the_page_goes_success_with_a_real_worker(app, client,
     envelope_id = db.session.scalar(select(Envelope.id).where(Envelope.name == "worker.csv"))
 
     def ended():
+        db.session.expire_all()  # the client's requests share this test's session (the ctx fixture's app context)
         row = row_of(text(client.get("/envelopes/")), envelope_id)
         return ">Success<" in row and "every 3s" not in row
     wait_for(ended, 240, 0.5, "the envelope's Success")

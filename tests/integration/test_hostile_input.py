@@ -92,11 +92,26 @@ def make_world() -> World:
     other_token, _ = ApiToken.issue(other, "sweep")
     db.session.commit()
     dataset = _dataset_with_a_value(job.domain_id)
+    envelope = _envelope_of_a_project()
     ids = {"job_id": job.id, "jobId": job.id, "run_id": run.id, "runId": run.id, "file_id": file.id,
            "user_id": other.id, "domain_id": job.domain_id, "token_id": other_token.id,
            "name": "default",  # a queue (/queues/<name>/pause …)
-           "dataset_id": dataset.id}
+           "dataset_id": dataset.id, "envelope_id": envelope.id}
     return World(admin.username, ids, {"Authorization": f"Bearer {token}"})
+
+
+def _envelope_of_a_project():
+    """A linkage project (so the envelopes page shows its upload form) with a refused envelope."""
+    from webapp.models import Domain
+    from webapp.models.linkage import LINKAGE_KIND, Envelope, EnvelopeStatus
+
+    project = Domain(name="Registry H", kind=LINKAGE_KIND)
+    db.session.add(project)
+    db.session.flush()
+    envelope = Envelope(project_id=project.id, name="h.csv", kind="csv", status=EnvelopeStatus.CORRUPT, reason="Refused.")
+    db.session.add(envelope)
+    db.session.commit()
+    return envelope
 
 
 def _dataset_with_a_value(domain_id):
@@ -524,7 +539,8 @@ def forms_on(caller, path):
 def _pages(world):
     return ["/jobs/", f"/jobs/{world.ids['job_id']}", "/jobs/new", f"/jobs/{world.ids['job_id']}/edit",
             f"/runs/{world.ids['run_id']}", "/queues/", "/datasets/", "/datasets/new",
-            f"/datasets/{world.ids['dataset_id']}", f"/datasets/{world.ids['dataset_id']}/edit", "/archive/"]
+            f"/datasets/{world.ids['dataset_id']}", f"/datasets/{world.ids['dataset_id']}/edit", "/archive/",
+            "/envelopes/", f"/envelopes/{world.ids['envelope_id']}"]
 
 
 def _all_form_field_names(caller) -> set[str]:

@@ -118,7 +118,7 @@ class EnvelopeRow:
     """One envelope as its row shows it: what may be done to it and why not."""
     envelope: Envelope
     rollback_refusal: str | None
-    cancellable: bool
+    busy: bool  # a job of it (a step, or its rollback) waits or runs
     report_files: list
     notification_count: int = 0
     open: bool = False
@@ -126,7 +126,12 @@ class EnvelopeRow:
 
     @property
     def active(self) -> bool:
-        return self.envelope.status in ACTIVE_ENVELOPE or self.cancellable
+        return self.envelope.status in ACTIVE_ENVELOPE or self.busy
+
+    @property
+    def cancellable(self) -> bool:
+        """Cancel is offered while its chain runs; a queued rollback is not a chain to cancel."""
+        return self.busy and self.envelope.status in ACTIVE_ENVELOPE
 
 
 def envelope_rows(envelopes: list[Envelope], open_ids=(), open_runs=()) -> list[EnvelopeRow]:
@@ -147,8 +152,7 @@ def envelope_rows(envelopes: list[Envelope], open_ids=(), open_runs=()) -> list[
         runs = by_envelope.get(envelope.id, [])
         opened = envelope.id in open_ids
         rows.append(EnvelopeRow(envelope, chain.rollback_refusal(envelope),
-                                cancellable=envelope.status not in chain.FINAL_ENVELOPE_STATUSES
-                                and any(run.status in ACTIVE_STATUSES for run in runs),
+                                busy=any(run.status in ACTIVE_STATUSES for run in runs),
                                 report_files=_report_files(runs), notification_count=counts.get(envelope.id, 0),
                                 open=opened, runs=run_rows(runs, open_runs) if opened else None))
     return rows

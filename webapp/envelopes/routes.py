@@ -40,7 +40,7 @@ class UploadForm(FlaskForm):
     """The upload panel. The project comes before the file, so that an upload refused at the size
     limit can still be told apart (see `_form_head`)."""
     project = SelectField("Linkage project", coerce=int)
-    file = FileField("Envelope", validators=[FileRequired("Choose a zip envelope or a CSV file to upload.")],
+    file = FileField("Zip or CSV file", validators=[FileRequired("Choose a zip envelope or a CSV file to upload.")],
                      description="A zip holding manifest.json and CSV files, or a single CSV file.")
 
 
