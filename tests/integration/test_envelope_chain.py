@@ -129,6 +129,11 @@ def test_the_retry_guard_refuses_once_another_job_ran_against_the_project(projec
                       "retrying could undo its work."
     with pytest.raises(chain.ChainRefused):
         chain.retry(failed, admin)
+    # The executions page's Retry goes through the same guard.
+    from webapp.executions import actions
+
+    with pytest.raises(actions.NotRetried, match="has run against this project since"):
+        actions.retry_run(failed, admin)
     assert chain.retry_refusal(run_of(second.id, "validate")) == "Only a failed or cancelled job can be retried."
 
 

@@ -151,7 +151,7 @@ def envelope_rows(envelopes: list[Envelope], open_ids=(), open_runs=()) -> list[
     for envelope in envelopes:
         runs = by_envelope.get(envelope.id, [])
         opened = envelope.id in open_ids
-        rows.append(EnvelopeRow(envelope, chain.rollback_refusal(envelope),
+        rows.append(EnvelopeRow(envelope, chain.rollback_refusal(envelope, runs),
                                 busy=any(run.status in ACTIVE_STATUSES for run in runs),
                                 report_files=_report_files(runs), notification_count=counts.get(envelope.id, 0),
                                 open=opened, runs=run_rows(runs, open_runs) if opened else None))

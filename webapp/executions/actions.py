@@ -28,6 +28,13 @@ def retry_run(run: Run, user) -> Run:
     `retry` record naming the new one, so that its own audit shows it was retried, and by whom."""
     if run.status not in RETRYABLE:
         raise NotRetried(f"Run #{run.id} is {run.status_label.lower()}: only failed or cancelled runs can be retried.")
+    if run.envelope_id is not None:  # a step of an envelope: S4's retry guard, and the rest of its chain
+        from webapp.linkage import chain
+
+        try:
+            return chain.retry(run, user)
+        except chain.ChainRefused as exc:
+            raise NotRetried(f"Run #{run.id} was not retried: {exc}") from None
     try:
         new = dispatch.request_run(run.job, trigger=Trigger.RETRY, user=user, retry_of=run, args=run.args)
     except (dispatch.NotRunnable, registry.InvalidArguments) as exc:

@@ -176,12 +176,14 @@ def retry(run: Run, user) -> Run:
     return again
 
 
-def rollback_refusal(envelope: Envelope) -> str | None:
+def rollback_refusal(envelope: Envelope, runs: list[Run] | None = None) -> str | None:
+    """Why the envelope may not be rolled back now, or None. `runs`: its runs, if the caller has
+    them (a page of envelopes reads them all in one query)."""
     if envelope.status == EnvelopeStatus.ROLLED_BACK:
         return "It is rolled back already."
     if envelope.status == EnvelopeStatus.CORRUPT:
         return "A corrupt envelope loaded nothing: there is nothing to roll back."
-    if any(run.status in ACTIVE_STATUSES for run in runs_of(envelope.id)):
+    if any(run.status in ACTIVE_STATUSES for run in (runs if runs is not None else runs_of(envelope.id))):
         return "Its chain is still running: wait for it to end, or cancel it first."
     return None
 
