@@ -368,6 +368,22 @@ def test_the_report_counts_each_step_and_lists_every_record_of_the_project(app, 
     assert first.status == EnvelopeStatus.SUCCESS
 
 
+def test_the_report_and_groups_files_neutralise_formulas_from_the_upload(app, project, admin):
+    """Record ids come from the uploaded file: one a spreadsheet would run as a formula is written
+    with a leading apostrophe, as the exports write such cells; a plain number is left alone."""
+    hostile = ["=cmd|' /C calc'!A0", "@SUM(1+1)", "-2+3", "-12"]
+    envelope = process(project, admin, people(*(f"{key},Ann{n},Smith{n},1980-04-0{n + 1},F,SW1A 1AA"
+                                                  for n, key in enumerate(hostile)),
+                                         header="id,first_name,surname,dob,sex,postcode").encode(), "ids.csv")
+    assert envelope.status == EnvelopeStatus.SUCCESS and envelope.record_count == 4
+    report = db.session.scalar(select(Run).where(Run.args == f"step=report envelope={envelope.id}"))
+    files = {f.name: f for f in db.session.scalars(select(RunFile).where(RunFile.run_id == report.id))}
+    keys = {row[0] for row in _csv(app, files[f"project-{project.id}-groups.csv"])[1:]}
+    assert keys == {"'=cmd|' /C calc'!A0", "'@SUM(1+1)", "'-2+3", "-12"}
+    for row in _csv(app, files[f"envelope-{envelope.id}-report.csv"]):
+        assert not any(cell[:1] in ("=", "+", "@") for cell in row), row
+
+
 def _csv(app, run_file) -> list[list[str]]:
     with open(Path(app.config["FILES_DIR"], run_file.path), newline="", encoding="utf-8") as handle:
         return list(csv.reader(handle))

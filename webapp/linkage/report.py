@@ -8,12 +8,18 @@ page links them):
   rolled back), ordered by group, so the members of a group are adjacent; streamed from the
   database, never held in memory. A group id is the smallest record id of its group: it stays
   when later envelopes add records to the group.
+
+Both are written through `_writer`, which neutralises formula injection with the exports' rule
+(webapp.formats.writers.neutralise): a record id, a header or a reason taken from an uploaded file
+that begins with `=`, `+`, `-`, `@`, a tab or a carriage return gets a leading apostrophe, so a
+spreadsheet shows it as text instead of running it. Plain numbers are left alone.
 """
 import csv
 
 from sqlalchemy import func, select
 
 from webapp.extensions import db
+from webapp.formats.writers import neutralise
 from webapp.jobtypes.linkage import STEPS
 from webapp.linkage.chain import runs_of, step_of
 from webapp.models.linkage import Envelope, EnvelopeNotification, LinkageMatch, LinkageRecord
@@ -22,9 +28,27 @@ HEADER = ("step", "run", "status", "measure", "count", "detail")
 STREAM_ROWS = 10_000
 
 
+class _SafeWriter:
+    """csv.writer whose every cell is neutralised (numbers and None as csv.writer writes them)."""
+
+    def __init__(self, handle):
+        self._writer = csv.writer(handle)
+
+    def writerow(self, row):
+        self._writer.writerow([_cell(cell) for cell in row])
+
+    def writerows(self, rows):
+        for row in rows:
+            self.writerow(row)
+
+
+def _cell(cell):
+    return neutralise(cell) if isinstance(cell, str) else cell
+
+
 def report(ctx, envelope: Envelope):
     with ctx.output_file(f"envelope-{envelope.id}-report.csv") as handle:
-        writer = csv.writer(handle)
+        writer = _SafeWriter(handle)
         writer.writerow(HEADER)
         writer.writerows(_step_rows(envelope))
         writer.writerows(_notification_rows(envelope))
@@ -84,7 +108,7 @@ def _write_groups(ctx, project_id: int) -> int:
                               .execution_options(yield_per=STREAM_ROWS))
     written = 0
     with ctx.output_file(f"project-{project_id}-groups.csv") as handle:
-        writer = csv.writer(handle)
+        writer = _SafeWriter(handle)
         writer.writerow(("record_key", "group_id"))
         for partition in rows.partitions():
             writer.writerows(partition)
