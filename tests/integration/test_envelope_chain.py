@@ -146,6 +146,7 @@ def test_cancel_stops_the_waiting_steps(project, admin):
     with pytest.raises(chain.ChainRefused, match="cancelled already"):
         chain.cancel(envelope(sent.id), admin)
     assert chain.retry_refusal(run_of(sent.id, "validate")) == "Its envelope is cancelled."
+    assert chain.rollback_refusal(envelope(sent.id)) == "It loaded no records: there is nothing to roll back."
 
 
 def test_pause_on_failure_holds_the_next_envelope_until_a_retry_and_a_resume(project, admin, worker):

@@ -53,9 +53,9 @@ def test_demo_seed_is_idempotent(ctx):
     second = runner.invoke(args=["demo", "seed"])
     assert second.exit_code == 0, second.output
     assert [db.session.scalar(select(func.count()).select_from(m)) for m in (Domain, User, Job, Run)] == counts
-    assert counts[0] == 4 and counts[1] == 5
+    assert counts[0] == 5 and counts[1] == 6  # four clinical domains and the linkage project Registry L
     names = set(db.session.scalars(select(User.username)))
-    assert names == {"superadmin", "sysadmin", "studya-admin", "studyb-admin", "api-bot"}
+    assert names == {"superadmin", "sysadmin", "studya-admin", "studyb-admin", "api-bot", "registry-admin"}
     site = db.session.scalar(select(Domain).where(Domain.name == "Site A1"))
     assert site.parent.name == "Study A"
     assert db.session.scalar(select(User).where(User.username == "sysadmin")).check_password("demo")

@@ -185,6 +185,8 @@ def rollback_refusal(envelope: Envelope, runs: list[Run] | None = None) -> str |
         return "A corrupt envelope loaded nothing: there is nothing to roll back."
     if any(run.status in ACTIVE_STATUSES for run in (runs if runs is not None else runs_of(envelope.id))):
         return "Its chain is still running: wait for it to end, or cancel it first."
+    if not envelope.record_count:  # set by load (a cancelled chain may never have loaded)
+        return "It loaded no records: there is nothing to roll back."
     return None
 
 
