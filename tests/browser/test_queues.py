@@ -74,3 +74,19 @@ def test_queues_page_sorts_filters_updates_and_cancels(ctx, live_server, page, c
     db.session.expire_all()
     assert db.session.get(type(alpha), alpha.id).next_fire_at == soon + timedelta(hours=2)
     assert page.console_errors == []
+
+
+def test_the_queues_page_is_no_wider_than_a_phone(ctx, live_server, page):
+    """Its lists' screen-reader labels sit in far columns of tables that scroll in their panel; the
+    panel did not contain them, and the page was 775 px wide at 390 px."""
+    make_user(username="root", password="correct horse")
+    busy = make_job("Nightly import", domain=make_domain("Study A"))
+    now = utcnow()
+    db.session.add_all([Run(job_id=busy.id, trigger=Trigger.PLAN, status=RunStatus.IN_PROGRESS, created_at=now,
+                            enqueued_at=now, started_at=now, worker_name="w-1"),
+                        Run(job_id=busy.id, trigger=Trigger.HAND, status=RunStatus.QUEUED, created_at=now)])
+    db.session.commit()
+    page.set_viewport_size({"width": 390, "height": 800})
+    sign_in(page, live_server, "/queues/")
+    expect(page.locator("#q-default-waiting")).to_contain_text("of the same job")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
