@@ -350,7 +350,8 @@ def test_the_report_counts_each_step_and_lists_every_record_of_the_project(app, 
                                                                      "N2,,Nobody,1980-01-01,,")}))
     report = db.session.scalar(select(Run).where(Run.args == f"step=report envelope={second.id}"))
     files = {f.name: f for f in db.session.scalars(select(RunFile).where(RunFile.run_id == report.id))}
-    assert set(files) == {f"envelope-{second.id}-report.csv", f"project-{project.id}-groups.csv"}
+    assert set(files) == {f"envelope-{second.id}-report.csv",
+                          f"project-{project.id}-groups-after-envelope-{second.id}.csv"}
     rows = _csv(app, files[f"envelope-{second.id}-report.csv"])
     assert rows[0] == ["step", "run", "status", "measure", "count", "detail"]
     measured = {(row[0], row[3]): row[4] for row in rows[1:]}
@@ -359,7 +360,7 @@ def test_the_report_counts_each_step_and_lists_every_record_of_the_project(app, 
     assert measured[("load", "notification: error")] == "1"
     assert measured[("project", "records")] == "6"
     assert "pairs" in {row[3] for row in rows if row[0] == "match"}
-    groups = _csv(app, files[f"project-{project.id}-groups.csv"])
+    groups = _csv(app, files[f"project-{project.id}-groups-after-envelope-{second.id}.csv"])
     assert groups[0] == ["record_key", "group_id"]
     assert sorted(row[0] for row in groups[1:]) == ["N1", "P1", "P2", "P3", "P4", "P5"]
     group_of = {row[0]: row[1] for row in groups[1:]}
@@ -378,7 +379,7 @@ def test_the_report_and_groups_files_neutralise_formulas_from_the_upload(app, pr
     assert envelope.status == EnvelopeStatus.SUCCESS and envelope.record_count == 4
     report = db.session.scalar(select(Run).where(Run.args == f"step=report envelope={envelope.id}"))
     files = {f.name: f for f in db.session.scalars(select(RunFile).where(RunFile.run_id == report.id))}
-    keys = {row[0] for row in _csv(app, files[f"project-{project.id}-groups.csv"])[1:]}
+    keys = {row[0] for row in _csv(app, files[f"project-{project.id}-groups-after-envelope-{envelope.id}.csv"])[1:]}
     assert keys == {"'=cmd|' /C calc'!A0", "'@SUM(1+1)", "'-2+3", "-12"}
     for row in _csv(app, files[f"envelope-{envelope.id}-report.csv"]):
         assert not any(cell[:1] in ("=", "+", "@") for cell in row), row

@@ -4,8 +4,8 @@ page links them):
 - `envelope-<id>-report.csv`: per step, its run, status and statistics, then every notification
   raised on the envelope, then the project's totals. One header for all rows, so a spreadsheet
   filters it: step, run, status, measure, count, detail.
-- `project-<id>-groups.csv`: record_key → group_id for the WHOLE project (every envelope not
-  rolled back), ordered by group, so the members of a group are adjacent; streamed from the
+- `project-<id>-groups-after-envelope-<id>.csv`: record_key → group_id for the WHOLE project (every
+  envelope not rolled back), as the groups were after this envelope, ordered by group, so the members of a group are adjacent; streamed from the
   database, never held in memory. A group id is the smallest record id of its group: it stays
   when later envelopes add records to the group.
 
@@ -55,7 +55,7 @@ def report(ctx, envelope: Envelope):
         totals = _project_totals(envelope.project_id)
         writer.writerows(("project", "", "", measure, count, "") for measure, count in totals.items())
     ctx.progress(50, "report written")
-    written = _write_groups(ctx, envelope.project_id)
+    written = _write_groups(ctx, envelope.project_id, envelope.id)
     for measure, count in totals.items():
         ctx.stat(measure, count)
     ctx.stat("records_of_envelope", envelope.record_count)
@@ -101,13 +101,15 @@ def _project_totals(project_id: int) -> dict:
     return {"records": records, "groups": groups, "groups_of_several": several, "matches": matches}
 
 
-def _write_groups(ctx, project_id: int) -> int:
+def _write_groups(ctx, project_id: int, envelope_id: int) -> int:
     rows = db.session.execute(select(LinkageRecord.record_key, LinkageRecord.group_id)
                               .where(LinkageRecord.project_id == project_id)
                               .order_by(LinkageRecord.group_id, LinkageRecord.id)
                               .execution_options(yield_per=STREAM_ROWS))
     written = 0
-    with ctx.output_file(f"project-{project_id}-groups.csv") as handle:
+    # Named by the envelope too: it is the project's groups as they were after that envelope, and an
+    # older envelope's link must not read as the groups of now.
+    with ctx.output_file(f"project-{project_id}-groups-after-envelope-{envelope_id}.csv") as handle:
         writer = _SafeWriter(handle)
         writer.writerow(("record_key", "group_id"))
         for partition in rows.partitions():
