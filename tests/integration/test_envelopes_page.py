@@ -143,6 +143,11 @@ def test_notifications_popup_lists_level_step_reason_count_and_first_lines(app, 
     refused = upload.record_refused(root, project, "huge.zip", "The file is larger than the limit of 200 MB.")
     popup = text(client.get(f"/envelopes/{refused.id}/notifications", headers=HX))
     assert "Nothing was raised" in popup and "Corrupt: The file is larger than the limit of 200 MB." in popup
+    # The envelope's own audit records (its upload here) are a link away.
+    history = f"/audit/?object_type=envelope&amp;object_id={rows.id}"
+    assert history in text(client.get(f"/envelopes/{rows.id}/notifications", headers=HX))
+    audit_page = text(client.get(history.replace("&amp;", "&")))
+    assert "rows.csv" in audit_page and "upload" in audit_page
 
 
 def test_rollback_is_confirmed_audited_and_then_refused_while_it_waits(app, client, login_as, root, project):

@@ -11,8 +11,9 @@ EARLIEST, LATEST = date(2000, 1, 1), date(2999, 12, 31)
 # Suggestions for the action and object type boxes (any other value may be typed).
 KNOWN_ACTIONS = ("create", "edit", "remove", "restore", "delete", "run_now", "skip", "cancel", "retry",
                  "login", "login_failed", "password", "deactivate", "reactivate", "token_create", "token_revoke",
-                 "move", "rename")
-KNOWN_OBJECT_TYPES = ("job", "run", "user", "domain", "setting", "api_token", "queue", "dataset", "item_value")
+                 "move", "rename", "upload", "rollback", "rolled back", "pause", "resume", "clear")
+KNOWN_OBJECT_TYPES = ("job", "run", "user", "domain", "setting", "api_token", "queue", "dataset", "item_value",
+                      "envelope")
 
 
 class DayField(DateField):
