@@ -7,14 +7,19 @@ from pathlib import Path
 import pytest
 from flask import current_app
 from sqlalchemy import func, select
+from sqlalchemy.orm import aliased
 
 from tests.factories import make_domain, make_job, make_user
+from tests.unit.test_odm_parse_process import children_of
+from webapp.clinical.loader import Actor, ImportRefused, import_file
 from webapp.execution import dispatch
 from webapp.execution.worker import FiretimeWorker
 from webapp.extensions import db, redis_client
+from webapp.formats.odm import read_values
 from webapp.formats.synth import write_synthetic_odm
 from webapp.jobtypes import registry
-from webapp.models import AuditEvent, ClinicalRecord, Domain, ItemDef, Job, ItemValue, Run, RunStatus, Subject
+from webapp.models import (AuditEvent, ClinicalOid, ClinicalRecord, Domain, ItemDef, ItemValue, Job, Run, RunStatus,
+                           Subject)
 from webapp.models.types import utcnow
 
 ODM_HEAD = ('<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -243,3 +248,44 @@ def test_values_with_tabs_newlines_backslashes_and_nulls_are_kept_exactly(import
     write(import_dir, "special.xml", text)
     assert run_import(job).status == RunStatus.SUCCEEDED
     assert values(domain) == {("S1", "I.NOTE"): "a\tb\nc\\d <é>", ("S1", "I.EMPTY"): None}
+
+
+def every_key(domain_id) -> dict:
+    """(subject, event, event repeat, form, group, group repeat, item) -> value, as stored."""
+    event, form, group = aliased(ClinicalOid), aliased(ClinicalOid), aliased(ClinicalOid)
+    rows = db.session.execute(
+        select(Subject.subject_key, event.oid, ClinicalRecord.event_repeat, form.oid, group.oid,
+               ClinicalRecord.group_repeat, ItemDef.oid, ItemValue.value)
+        .join(ClinicalRecord, ClinicalRecord.id == ItemValue.record_id)
+        .join(Subject, Subject.id == ClinicalRecord.subject_id)
+        .join(event, event.id == ClinicalRecord.event_id).join(form, form.id == ClinicalRecord.form_id)
+        .join(group, group.id == ClinicalRecord.group_id).join(ItemDef, ItemDef.id == ItemValue.item_id)
+        .where(Subject.domain_id == domain_id)).all()
+    return {tuple(row[:7]): row[7] for row in rows}
+
+
+def test_a_file_of_several_batches_is_stored_exactly_as_the_reader_reads_it(import_dir):
+    domain = study("BIG")
+    job = import_job(domain)
+    with open(import_dir / "big.xml", "wb") as out:
+        write_synthetic_odm(out, subjects=1500, study_oid="BIG")  # 54,000 values: subjects cut by batch ends
+    expected = {row[:7]: row[7] for row in read_values(import_dir / "big.xml")}
+    run = run_import(job)
+    assert run.status == RunStatus.SUCCEEDED, run.message
+    assert run.stats["files"][0]["values_inserted"] == len(expected) == 54_000
+    assert every_key(domain) == expected
+    write(import_dir, "again.xml", (import_dir / "processed" / utcnow().date().isoformat() / "big.xml").read_text())
+    again = run_import(job).stats["files"][0]  # the same file again: every value compared, none written
+    assert (again["values_inserted"], again["values_updated"], again["values_unchanged"]) == (0, 0, 54_000)
+
+
+def test_a_file_refused_while_it_is_being_parsed_leaves_no_parsing_process(import_dir):
+    domain = study()
+    path = import_dir / "other.xml"
+    with open(path, "wb") as out:
+        write_synthetic_odm(out, subjects=3000, study_oid="STUDY-B")  # refused at its start, parsing goes on
+    before = children_of(os.getpid())
+    with pytest.raises(ImportRefused, match="STUDY-B"):
+        import_file(str(path), domain, Actor(None, "test"))
+    db.session.rollback()
+    assert children_of(os.getpid()) == before

@@ -212,7 +212,7 @@ class OdmReader:
             if type(part) is list:
                 self.values += len(part)
                 if self.max_lengths:
-                    _check_lengths(part, self.max_lengths)
+                    check_lengths(part, self.max_lengths)
             yield part
 
 
@@ -376,7 +376,7 @@ class _ParseState:
         return start
 
 
-def _check_lengths(rows: list[Row], max_lengths: dict[str, int]) -> None:
+def check_lengths(rows: list[Row], max_lengths: dict[str, int]) -> None:
     get = max_lengths.get
     for row in rows:
         value = row[7]
