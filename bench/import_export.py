@@ -5,13 +5,16 @@ loader, then 1,000,000 values of a dataset exported in each format by the export
     .venv/bin/python bench/import_export.py --quick           # a ~5 MB file, 100,000 values
     .venv/bin/python bench/import_export.py --database-url postgresql://postgres@127.0.0.1:5432/postgres
     .venv/bin/python bench/import_export.py --import-mb 800   # the file four times larger
+    .venv/bin/python bench/import_export.py --import-only     # the import alone
 
 A private database is made for the run (bench/common.py) and dropped at the end. Every figure
 comes from a fresh child process, so each peak RSS is that measurement's alone: `base` is the
 process with the app created, `peak` its highest resident memory during the work (VmHWM).
 
 Import: the file (--import-mb) is generated with webapp/formats/synth.py and imported by
-`loader.import_file` into a study in one transaction, as the import job does: MB/s, values/s.
+`loader.import_file` into a study in one transaction, as the import job does: MB/s, values/s,
+and the peak RSS of the process that parses the file (clinical/parsing.py; forked, so it
+counts the importer's pages it shares).
 Export: a second study gets exactly --export-values values (synthetic subjects of 36 values:
 3 events x 12 items), imported the same way; a dataset selects all its items, and `run_export`
 (the export job type's function, through a RunContext) writes it in each format to the files
@@ -21,6 +24,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -56,8 +60,9 @@ def child_import(path: str, domain_id: int) -> dict:
     stats = import_file(path, domain_id, Actor(None, "bench"))
     db.session.commit()
     seconds = time.perf_counter() - started
+    parser = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the parsing process (KiB on Linux)
     return {"seconds": seconds, "bytes": stats.bytes, "values": stats.inserted, "subjects": stats.subjects,
-            "base": base, "peak": peak_rss_mb()}
+            "base": base, "peak": peak_rss_mb(), "parser": parser}
 
 
 def child_export(job_id: int, run_id: int, dataset_id: int, fmt: str) -> dict:
@@ -109,7 +114,7 @@ def import_figures(label, figures) -> str:
     seconds = figures["seconds"]
     return (f"  {label:<26} {figures['bytes'] / 1e6:8.1f} MB {seconds:7.2f} s {figures['bytes'] / seconds / 1e6:6.1f} MB/s "
             f"{figures['values'] / seconds:10,.0f} values/s   RSS base {figures['base']:4.0f} MB, "
-            f"peak {figures['peak']:4.0f} MB")
+            f"peak {figures['peak']:4.0f} MB, parsing process peak {figures['parser']:4.0f} MB")
 
 
 def body(options):
@@ -129,6 +134,8 @@ def body(options):
         print("Import (loader.import_file, one transaction):")
         print(import_figures("new values", run_child("import", path, study("Import study", "BENCH-IMPORT"))))
         path.unlink()
+        if options.import_only:
+            return
 
         export_subjects = math.ceil(options.export_values / VALUES_PER_SUBJECT)
         make_file(path, export_subjects, "BENCH-EXPORT")
@@ -167,6 +174,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="a ~5 MB file and 100,000 values")
     parser.add_argument("--import-mb", type=float, help="size of the imported file (default 200, quick 5)")
     parser.add_argument("--export-values", type=int, help="values exported (default 1,000,000, quick 100,000)")
+    parser.add_argument("--import-only", action="store_true", help="the import alone, no export")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     if options.child:
