@@ -258,8 +258,10 @@ def test_an_odm_export_imported_into_another_study_reproduces_the_values(vitals,
     study_b = study("STUDY-B")
     (import_dir / "from-a.xml").write_bytes(content.replace(b'StudyOID="STUDY-A"', b'StudyOID="STUDY-B"'))
     importing(study_b, "Import B")
-    imported = db.session.scalar(select(func.count()).select_from(ItemValue).join(
-        ClinicalRecord, ClinicalRecord.id == ItemValue.record_id).join(Subject).where(Subject.domain_id == study_b))
+    imported = db.session.scalar(select(func.count()).select_from(ItemValue)
+                                 .join(ClinicalRecord, ClinicalRecord.id == ItemValue.record_id)
+                                 .join(Subject, Subject.id == ClinicalRecord.subject_id)
+                                 .where(Subject.domain_id == study_b))
     assert imported == len(expected())
     # Every key (event, repeats, form, group), not only subject and item: export B and compare.
     dataset_b = make_dataset(study_b, "Vitals B")
