@@ -204,38 +204,37 @@ def _count(n: int, one: str, many: str) -> str:
 
 
 def why_not_deletable(domain: Domain) -> list[str]:
-    """What still refers to the domain, in words; empty when it can be deleted."""
-    reasons = []
-    live = db.session.scalar(select(func.count(Job.id)).where(Job.domain_id == domain.id, Job.deleted_at.is_(None)))
-    deleted = db.session.scalar(select(func.count(Job.id)).where(Job.domain_id == domain.id,
-                                                                  Job.deleted_at.isnot(None)))
-    if live:
-        reasons.append(f"{_count(live, 'job runs', 'jobs run')} in it: move or delete {'it' if live == 1 else 'them'} first.")
-    if deleted:
-        reasons.append(f"{_count(deleted, 'deleted job keeps its', 'deleted jobs keep their')} runs and files under it.")
-    members = db.session.scalar(select(func.count(User.id)).where(User.domain_id == domain.id))
-    if members:
-        reasons.append(f"{_count(members, 'user belongs', 'users belong')} to it: give {'that user' if members == 1 else 'them'} another domain first.")
-    supervisors = db.session.scalar(select(func.count()).select_from(supervision)
-                                    .where(supervision.c.domain_id == domain.id))
-    if supervisors:
-        reasons.append(f"{_count(supervisors, 'system administrator supervises', 'system administrators supervise')} it: take it from {'that user' if supervisors == 1 else 'them'} first.")
-    datasets = db.session.scalar(select(func.count(Dataset.id)).where(Dataset.domain_id == domain.id))
-    if datasets:
-        reasons.append(f"{_count(datasets, 'dataset is', 'datasets are')} defined on it: delete {'it' if datasets == 1 else 'them'} first.")
-    subjects = db.session.scalar(select(func.count(Subject.id)).where(Subject.domain_id == domain.id))
-    if subjects:
-        reasons.append(f"It holds clinical data of {_count(subjects, 'subject', 'subjects')}.")
-    envelopes = db.session.scalar(select(func.count(Envelope.id)).where(Envelope.project_id == domain.id))
-    if envelopes:
-        reasons.append(f"It holds {_count(envelopes, 'envelope', 'envelopes')} of person records.")
-    children = db.session.scalar(select(func.count(Domain.id)).where(Domain.parent_id == domain.id))
-    if children:
-        reasons.append(f"{_count(children, 'domain is', 'domains are')} below it: move or delete {'it' if children == 1 else 'them'} first.")
-    audited = db.session.scalar(select(func.count(AuditEvent.id)).where(AuditEvent.domain_id == domain.id))
-    if audited:
-        reasons.append(f"{_count(audited, 'audit record names', 'audit records name')} it, and audit records are kept for good.")
-    return reasons
+    """What still refers to the domain, in words; empty when it can be deleted. Each rule is a count
+    and what to say of it (n, and "it" or "them" for what to act on)."""
+    def them(n):
+        return "it" if n == 1 else "them"
+
+    def user(n):
+        return "that user" if n == 1 else "them"
+
+    of_domain = domain.id
+    rules = [
+        (select(func.count(Job.id)).where(Job.domain_id == of_domain, Job.deleted_at.is_(None)),
+         lambda n: f"{_count(n, 'job runs', 'jobs run')} in it: move or delete {them(n)} first."),
+        (select(func.count(Job.id)).where(Job.domain_id == of_domain, Job.deleted_at.isnot(None)),
+         lambda n: f"{_count(n, 'deleted job keeps its', 'deleted jobs keep their')} runs and files under it."),
+        (select(func.count(User.id)).where(User.domain_id == of_domain),
+         lambda n: f"{_count(n, 'user belongs', 'users belong')} to it: give {user(n)} another domain first."),
+        (select(func.count()).select_from(supervision).where(supervision.c.domain_id == of_domain),
+         lambda n: f"{_count(n, 'system administrator supervises', 'system administrators supervise')} it: "
+                   f"take it from {user(n)} first."),
+        (select(func.count(Dataset.id)).where(Dataset.domain_id == of_domain),
+         lambda n: f"{_count(n, 'dataset is', 'datasets are')} defined on it: delete {them(n)} first."),
+        (select(func.count(Subject.id)).where(Subject.domain_id == of_domain),
+         lambda n: f"It holds clinical data of {_count(n, 'subject', 'subjects')}."),
+        (select(func.count(Envelope.id)).where(Envelope.project_id == of_domain),
+         lambda n: f"It holds {_count(n, 'envelope', 'envelopes')} of person records."),
+        (select(func.count(Domain.id)).where(Domain.parent_id == of_domain),
+         lambda n: f"{_count(n, 'domain is', 'domains are')} below it: move or delete {them(n)} first."),
+        (select(func.count(AuditEvent.id)).where(AuditEvent.domain_id == of_domain),
+         lambda n: f"{_count(n, 'audit record names', 'audit records name')} it, and audit records are kept for good."),
+    ]
+    return [say(n) for query, say in rules if (n := db.session.scalar(query))]
 
 
 def delete(domain: Domain, *, actor) -> None:
