@@ -12,6 +12,11 @@ The gevent worker monkey-patches the standard library (socket, ssl, select, time
 when the worker process starts, before it imports the app; redis-py and psycopg 3 then wait
 cooperatively. So the app must not be preloaded in the master (preload_app stays off).
 
+Once many people watch runs, serve the live logs (/runs/<id>/stream) from a second gunicorn
+with this same file on another FIRETIME_BIND, behind a proxy that sends them there
+(docs/deploy/nginx.conf): a greenlet is not preempted, so a page render holds up every live log
+of its worker for its 10-20 ms.
+
 Environment:
   FIRETIME_BIND    address(es) to listen on, comma-separated (default 0.0.0.0:$PORT, or
                    0.0.0.0:8000 without PORT)
@@ -63,11 +68,19 @@ control_socket_disable = True
 
 
 def post_worker_init(worker):
-    """Once the app is loaded in this worker, what it keeps for good (modules, the app, its
-    metadata) leaves the garbage collector's sight: a full collection then walks only what
-    requests made since, about a millisecond instead of the 35-200 ms during which every live log
-    and page of the worker waited (bench/viewers.py)."""
+    """Finish in this worker, before its first request, what the first requests would otherwise
+    do while hundreds of others wait on the same event loop: configure the ORM's mappers (about
+    0.1 s) and compile every template. Then what the worker keeps for good (modules, the app, its
+    metadata, the compiled templates) leaves the garbage collector's sight: a full collection
+    then walks only what requests made since, about a millisecond instead of the 35-200 ms during
+    which every live log and page of the worker waited (bench/viewers.py)."""
     import gc
 
+    from sqlalchemy.orm import configure_mappers
+
+    configure_mappers()
+    app = worker.wsgi
+    for name in app.jinja_env.list_templates(extensions=["html", "txt"]):
+        app.jinja_env.get_template(name)
     gc.collect()
     gc.freeze()
