@@ -4,12 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export FLASK_APP := webapp
 
-.PHONY: run test setup setup-dev assets chromium clean
+.PHONY: run test setup setup-dev assets chromium nginx clean
 
 run: setup assets
 	$(PY) -m webapp.devrun
 
-test: setup-dev assets chromium
+test: setup-dev assets chromium nginx
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 $(PY):
@@ -42,6 +42,12 @@ chromium:
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else echo "The browser tests need Chromium: sudo apt-get install chromium"; exit 1; fi; }
+
+# The production set-up's test puts nginx in front, with docs/deploy/nginx.conf.
+nginx:
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; \
+	  else echo "The production set-up's test needs nginx: sudo apt-get install nginx"; exit 1; fi; }
 
 clean:
 	rm -rf $(VENV) node_modules static/vendor

@@ -5,11 +5,15 @@ pages are timed, live lines are timed from the job to the viewer, and the server
     .venv/bin/python bench/viewers.py --viewers 20 --seconds 20
     .venv/bin/python bench/viewers.py --gunicorn-args "-w 2 -k gthread --threads 4"
     .venv/bin/python bench/viewers.py --database-url postgresql://postgres@127.0.0.1:5432/test
+    .venv/bin/python bench/viewers.py --viewers 200 --proxy       # the live logs apart, behind nginx
 
 Starts the web server as the README's production section does (`gunicorn ... "webapp:create_app()"`
 with FIRETIME_ENV=production; --gunicorn-args chooses the worker class and counts) on a free port of
 127.0.0.1, --runs worker processes (`python worker.py`) and one self-test run for each (job type
-system.selftest, --lines-per-second, lasting the whole measurement), signs in through the sign-in
+system.selftest, --lines-per-second, lasting the whole measurement). With --proxy, the README's
+production set-up with the live logs apart: nginx with docs/deploy/nginx.conf (bench/proxy.py)
+sends /runs/<id>/stream to a second gunicorn (--stream-gunicorn-args) and the rest to the first;
+pages and viewers then go through nginx. The script signs in through the sign-in
 form and then, with that session cookie:
 
   pages     one thread requests GET /login (not signed in) and GET /jobs/ (signed in, 1,000 jobs)
@@ -24,7 +28,8 @@ form and then, with that session cookie:
             viewer's socket (SO_TIMESTAMPNS, so a client late to read does not make a line look
             late) - the instant job code wrote it (the `at` the run context gave the line, read
             back from the run's Redis stream by the event's stream entry id at the end). Also
-            printed: the same for the lines written after every viewer had its answer (no
+            printed: the same for the lines written after their own viewer had its answer (to viewers
+            already watching), for those written after every viewer had its answer (no
             connection opening meanwhile), and per line, job code to Redis (the entry id, whole
             ms), to its first and to its last viewer; how late the client read.
   memory    RSS of the gunicorn master and its workers from /proc, every second: before the
@@ -56,9 +61,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (BenchError, children, free_port, load_average, ms, new_parser, percentile,  # noqa: E402
                     run_main, wait_until)
+import proxy as proxy_conf  # noqa: E402
 import seeding  # noqa: E402
 
 README_GUNICORN = "-c gunicorn.conf.py"  # the production set-up of the README (gevent workers)
+PROXY_STREAMS = "-c gunicorn.conf.py -w 2"  # the live logs' server behind the proxy (docs/deploy/nginx.conf)
 HOST = "127.0.0.1"
 LIVE_ID = re.compile(r"[0-9]+-[0-9]+")  # a Redis stream entry id: a live event
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux's value; Python does not name it
@@ -308,15 +315,15 @@ def written_at(conn, run_ids) -> dict[str, float]:
 class Memory(threading.Thread):
     """RSS of a process and its children, sampled every second."""
 
-    def __init__(self, pid):
+    def __init__(self, *pids):
         super().__init__(daemon=True)
-        self.pid = pid
+        self.pids = pids
         self.samples = []  # (seconds since start, total MB, processes)
         self.stopping = threading.Event()
         self.started = time.monotonic()
 
     def sample(self):
-        pids = [self.pid, *children(self.pid)]
+        pids = [pid for top in self.pids for pid in (top, *children(top))]
         total = sum(rss_mb(pid) for pid in pids)
         self.samples.append((time.monotonic() - self.started, total, len(pids)))
         return total
@@ -406,23 +413,35 @@ def seed(options, now):
     return accounts, live
 
 
-def start_web(env, options, port):
-    argv = [sys.executable, "-m", "gunicorn", "-b", f"{HOST}:{port}", *shlex.split(options.gunicorn_args),
+def start_web(env, gunicorn_args, port, name="gunicorn"):
+    argv = [sys.executable, "-m", "gunicorn", "-b", f"{HOST}:{port}", *shlex.split(gunicorn_args),
             "webapp:create_app()"]
     settings = {"FIRETIME_ENV": "production", "SECRET_KEY": "bench-" + "x" * 32,
                 "FIRETIME_SECURE_COOKIES": "0"}  # plain http on 127.0.0.1
-    web = env.processes.start("gunicorn", argv, settings)
+    return answering(env.processes.start(name, argv, settings), port, "gunicorn", 90)
 
+
+def answering(process, port, name, seconds):
+    """The process, once GET /login on the port answers 200."""
     def answers():
-        if not web.alive():
-            raise BenchError(f"gunicorn exited; its log:\n{web.output()[-3000:]}")
+        if not process.alive():
+            raise BenchError(f"{name} exited; its log:\n{process.output()[-3000:]}")
         try:
             return get(port, "/login", timeout=5)[0] == 200
         except (OSError, http.client.HTTPException):
             return False
 
-    wait_until(answers, 90, 0.5, "gunicorn to answer")
-    return web
+    wait_until(answers, seconds, 0.2, f"{name} to answer")
+    return process
+
+
+def start_proxy(env, port, pages_port, streams_port):
+    """nginx with the README's site configuration (docs/deploy/nginx.conf), its ports replaced."""
+    nginx = proxy_conf.binary()
+    if nginx is None:
+        raise BenchError(f"--proxy needs nginx ({proxy_conf.INSTALL})")
+    conf = proxy_conf.configure(env.tmp / "nginx", HOST, port, pages_port, streams_port)
+    return answering(env.processes.start("nginx", [nginx, "-p", str(conf.parent), "-c", str(conf)]), port, "nginx", 30)
 
 
 def start_runs(env, options, live):
@@ -461,15 +480,25 @@ def page_figures(timer, label):
 def bench(options, env):
     from webapp.models.types import utcnow
 
-    port = free_port()
+    port = web_port = free_port()
     accounts, live = seed(options, utcnow())
     print(f"Live-log viewers: {options.viewers} streams over {options.runs} self-test runs at "
-          f"{options.lines_per_second:g} lines/s each, for {options.seconds} s; gunicorn {options.gunicorn_args}; "
+          f"{options.lines_per_second:g} lines/s each, for {options.seconds} s; gunicorn {options.gunicorn_args}"
+          f"{f', live logs: gunicorn {options.stream_gunicorn_args or PROXY_STREAMS}' if options.proxy or options.stream_gunicorn_args else ''}"
+          f"{', behind nginx (docs/deploy/nginx.conf)' if options.proxy else ''}; "
           f"{env.database.kind}; load average {load_average()}.", flush=True)
-    web = start_web(env, options, port)
+    web = start_web(env, options.gunicorn_args, port)
+    webs, stream_port = [web], port
+    if options.proxy or options.stream_gunicorn_args:
+        stream_port = free_port()
+        webs.append(start_web(env, options.stream_gunicorn_args or PROXY_STREAMS, stream_port, "gunicorn-streams"))
+    if options.proxy:
+        port = free_port()
+        webs.append(start_proxy(env, port, web_port, stream_port))
+        stream_port = port
     cookie = sign_in(port, accounts.superadmin, seeding.PASSWORD)
     run_ids = start_runs(env, options, live)
-    memory = Memory(web.pid)
+    memory = Memory(*(w.pid for w in webs))
     baseline_mb = memory.sample()
     memory.start()
 
@@ -480,8 +509,8 @@ def bench(options, env):
 
     timer = PageTimer(port, cookie, options.timeout)
     viewers = [Viewer(run_ids[n % len(run_ids)]) for n in range(options.viewers)]
-    reader = Viewers(port, cookie, viewers)
-    cpu = CpuUse({"web": [web.pid], "job workers": [p.pid for p in env.processes.started if p is not web],
+    reader = Viewers(stream_port, cookie, viewers)
+    cpu = CpuUse({"web": [w.pid for w in webs], "job workers": [p.pid for p in env.processes.started if p not in webs],
                   "redis": [env.redis.proc.pid]})
     timer.start()
     reader.start()
@@ -508,7 +537,7 @@ def bench(options, env):
         print(f"  error: {error}")
     line_figures(viewers, written, reader)
     peak = max(total for _, total, _ in memory.samples)
-    print(f"Web memory (RSS, gunicorn master + workers, {web_processes} processes): before the viewers "
+    print(f"Web memory (RSS, gunicorn masters + workers{' + nginx' if options.proxy else ''}, {web_processes} processes): before the viewers "
           f"{baseline_mb:.0f} MB, peak {peak:.0f} MB, at the end {end_mb:.0f} MB.")
     print(f"CPUs busy while the viewers watched (of {os.cpu_count()}): {cpu_use}.")
     print(f"Load average at the end {load_average()}.")
@@ -522,7 +551,7 @@ def spread(values) -> str:
 def line_figures(viewers, written, reader):
     """Each line's delay from job code to each viewer's socket, and where it went."""
     all_answered = max((v.first_byte for v in viewers if v.first_byte is not None), default=None)
-    delays, steady, arrivals, unknown, backlog = [], [], {}, 0, 0
+    delays, watching, steady, arrivals, unknown, backlog = [], [], [], {}, 0, 0
     for viewer in viewers:
         for entry_id, arrived in viewer.lines:
             at = written.get(entry_id)
@@ -533,6 +562,8 @@ def line_figures(viewers, written, reader):
                 backlog += 1
                 continue
             delays.append(arrived - at)
+            if viewer.first_byte is not None and at >= viewer.first_byte:
+                watching.append(arrived - at)
             if all_answered is not None and at >= all_answered:
                 steady.append(arrived - at)
             arrivals.setdefault(entry_id, []).append(arrived)
@@ -541,6 +572,8 @@ def line_figures(viewers, written, reader):
           f"{len(delays):,} written after their viewer connected ({backlog:,} older ones sent at connect"
           f"{f', {replayed:,} replayed from the database' if replayed else ''}"
           f"{f', {unknown:,} no longer in Redis to be timed' if unknown else ''}); {spread(delays)}.")
+    print(f"  of which {len(watching):,} written after their viewer had its answer (lines to a viewer "
+          f"already watching; others may be connecting meanwhile): {spread(watching)}.")
     print(f"  of which {len(steady):,} written after every viewer had its answer (no connection opening "
           f"meanwhile): {spread(steady)}.")
     to_redis = [int(entry_id.split("-")[0]) / 1000 - written[entry_id] for entry_id in arrivals]
@@ -561,6 +594,13 @@ def main(argv=None):
     parser.add_argument("--timeout", type=float, default=15, help="seconds a page may take (default 15)")
     parser.add_argument("--gunicorn-args", default=README_GUNICORN,
                         help=f'worker class and counts (default the README\'s "{README_GUNICORN}")')
+    parser.add_argument("--stream-gunicorn-args", default="",
+                        help="serve the viewers' streams from a second gunicorn started with these arguments "
+                             f"(with --proxy: \"{PROXY_STREAMS}\")")
+    parser.add_argument("--proxy", action="store_true",
+                        help="the README's production set-up: nginx (docs/deploy/nginx.conf) in front, sending "
+                             "the live logs to a gunicorn of their own and the rest to --gunicorn-args; pages "
+                             "and viewers go through nginx")
     options = parser.parse_args(argv)
     if options.viewers < 1 or options.runs < 1 or options.seconds < 5:
         parser.error("need --viewers >= 1, --runs >= 1, --seconds >= 5")

@@ -16,6 +16,7 @@ import urllib.parse
 
 import pytest
 
+from bench import proxy
 from tests.conftest import ROOT, free_port, wait_for
 from tests.factories import make_job, make_user
 from webapp.execution import dispatch
@@ -27,12 +28,12 @@ VIEWERS = 30
 class Server:
     """gunicorn -c gunicorn.conf.py on a free port of 127.0.0.1, in a process group of its own."""
 
-    def __init__(self, env, log_path):
+    def __init__(self, env, log_path, **settings):
         self.port = free_port()
         self.log_path = log_path
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("RQ_")}
         settings = {"FIRETIME_ENV": "production", "FIRETIME_SECURE_COOKIES": "0",  # plain http here
-                    "FIRETIME_BIND": f"{HOST}:{self.port}", "WEB_CONCURRENCY": "2"}
+                    "FIRETIME_BIND": f"{HOST}:{self.port}", "WEB_CONCURRENCY": "2", **settings}
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "webapp:create_app()"],
@@ -153,10 +154,10 @@ def viewers():
         viewer.join(10)
 
 
-def open_viewers(server, cookie, run_id, viewers, count=VIEWERS):
+def open_viewers(port, cookie, run_id, viewers, count=VIEWERS):
     """`count` live logs opened at once; returns them once each has its first line."""
     for _ in range(count):
-        viewers.append(Viewer(server.port, cookie, run_id))
+        viewers.append(Viewer(port, cookie, run_id))
         viewers[-1].start()
     wait_for(lambda: all(v.seqs or v.error or not v.is_alive() for v in viewers), 30, 0.1,
              "every live log to get a line")
@@ -193,7 +194,7 @@ def test_pages_answer_and_every_live_log_gets_lines_with_many_open(ctx, server, 
     run = dispatch.request_run(job, user=admin)
     cookie = sign_in(server.port, admin.username)
 
-    open_viewers(server, cookie, run.id, viewers)
+    open_viewers(server.port, cookie, run.id, viewers)
     # One Redis reader per run and web process, whatever the number of viewers.
     assert blocked_reads() <= 2  # WEB_CONCURRENCY
     # With a thread per stream, the streams took every thread and no page answered at all.
@@ -217,7 +218,7 @@ def test_a_redis_outage_while_live_logs_are_open_ends_no_worker(ctx, server, wor
     job = make_job(params={"duration": 60, "lines_per_second": 5})
     run = dispatch.request_run(job, user=admin)
     cookie = sign_in(server.port, admin.username)
-    open_viewers(server, cookie, run.id, viewers, 10)
+    open_viewers(server.port, cookie, run.id, viewers, 10)
     workers = server.workers()
 
     redis_server.stop()
@@ -274,3 +275,58 @@ def test_interleaved_requests_keep_their_own_user_and_database_session(ctx, test
     assert seen[first.id][:2] == (first.id, True)
     assert seen[second.id][:2] == (second.id, True)
     assert seen[first.id][2] != seen[second.id][2]
+
+
+@pytest.fixture
+def behind_nginx(app, test_env, tmp_path):
+    """The README's production set-up: docs/deploy/nginx.conf in front of a gunicorn for the pages
+    and one for the live logs. Yields (proxy port, pages server, live logs server)."""
+    nginx = proxy.binary()
+    assert nginx, f"the production set-up's test needs nginx: {proxy.INSTALL}"
+    hops = {"FIRETIME_PROXY_HOPS": "1"}
+    pages, streams = Server(test_env, tmp_path / "pages.log", **hops), Server(test_env, tmp_path / "streams.log", **hops)
+    port = free_port()
+    conf = proxy.configure(tmp_path / "nginx", HOST, port, pages.port, streams.port)
+    front = subprocess.Popen([nginx, "-p", str(conf.parent), "-c", str(conf)], start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: pages.answers() and streams.answers(), 60, 0.2, "both gunicorns to answer")
+
+        def proxied():
+            assert front.poll() is None, (conf.parent / "error.log").read_text()
+            try:
+                return request(port, "/login", timeout=2)[0] == 200
+            except OSError:
+                return False
+
+        wait_for(proxied, 30, 0.1, "nginx to answer")
+        yield port, pages, streams
+    finally:
+        front.terminate()
+        front.wait(10)
+        for server in (pages, streams):
+            server.stop()
+
+
+def test_behind_the_documented_proxy_live_logs_have_a_server_of_their_own(ctx, behind_nginx, worker, viewers):
+    port, pages, streams = behind_nginx
+    admin = make_user()
+    job = make_job(params={"duration": 60, "lines_per_second": 5})
+    run = dispatch.request_run(job, user=admin)
+    cookie = sign_in(port, admin.username)
+
+    open_viewers(port, cookie, run.id, viewers, 3)
+    all_get_new_lines(viewers, 10)  # lines arrive one by one: nginx does not buffer the stream
+    assert timed_get(port, "/jobs/", cookie) < 2
+
+    # The pages' server goes away: pages fail at the proxy, live logs go on and new ones open.
+    pages.stop()
+    assert request(port, "/login")[0] == 502
+    all_get_new_lines(viewers, 10)
+    late = Viewer(port, cookie, run.id)
+    viewers.append(late)
+    late.start()
+    wait_for(lambda: late.seqs or late.error, 30, 0.1, "a live log opened without the pages' server")
+    assert late.status == 200 and late.error is None
+    assert "Traceback" not in streams.output()
+    worker.kill()
