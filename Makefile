@@ -9,8 +9,9 @@ export FLASK_APP := webapp
 run: setup assets
 	$(PY) -m webapp.devrun
 
+# One pytest process per CPU (at most 4): most tests wait on workers, browsers and servers.
 test: setup-dev assets chromium nginx
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist worksteal $(PYTEST_ARGS)
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Firetime needs Python 3.11 or newer.")'
