@@ -7,7 +7,7 @@ parts: where a job runs (its domain, or the installation) and what it is (its jo
 may be one only some roles see). `job_filter` joins the two for every query of jobs, runs and
 files, and `audit_query` applies the same two to audit records.
 """
-from flask import abort, g, has_request_context
+from flask import abort, g, has_request_context, request
 from sqlalchemy import and_, false, not_, or_, select, true
 
 from webapp.extensions import db
@@ -40,10 +40,21 @@ def sees_installation_jobs(user) -> bool:
     return user.role in (Role.SUPERADMIN, Role.SYSADMIN, Role.SYSTEM)
 
 
-def hidden_job_types(user) -> set[str]:
+def hidden_job_types(user) -> frozenset[str]:
     """Keys of the installed job types the user may not see: those whose `visible_to` (the roles
     who see them, or a test of the user) leaves the user out. A type that names none is seen by
-    everyone."""
+    everyone. Worked out once per request and user: a test may read a setting, and the queues
+    page asks for each of its lists."""
+    if not has_request_context():
+        return _hidden_types_of(user)
+    # In the request's own environ: the app context (and `g`) may outlive a request in tests.
+    cache = request.environ.setdefault("firetime.hidden_job_types", {})
+    if user.id not in cache:
+        cache[user.id] = _hidden_types_of(user)
+    return cache[user.id]
+
+
+def _hidden_types_of(user) -> frozenset[str]:
     hidden = set()
     for job_type in registry.all_types():
         rule = job_type.visible_to
@@ -51,7 +62,7 @@ def hidden_job_types(user) -> set[str]:
             continue
         if not (rule(user) if callable(rule) else user.role in rule):
             hidden.add(job_type.key)
-    return hidden
+    return frozenset(hidden)
 
 
 def hidden_queues(user) -> set[str]:
