@@ -95,6 +95,27 @@ def test_sysadmin_without_supervised_domains_sees_only_counts(estate, login_as):
     assert "(0 and 2 of other domains)" in page
 
 
+def test_an_empty_list_has_plain_headings_until_it_holds_entries_or_is_filtered(estate, login_as, ctx):
+    """A list empty for everyone (most lists of most queues) is shown without sort links or a
+    filter row; one with entries has both; a filter that found nothing keeps them, so that the
+    filter can be changed."""
+    client = login_as(estate["users"]["root"])
+    page = _text(client.get("/queues/"))
+    empty = page.split('id="q-system-waiting"')[1].split('id="q-system-planned"')[0]
+    assert "Nothing waiting." in empty
+    assert '<tr class="queue-filters">' not in empty and "Apply Filter" not in empty
+    assert '<a href="/queues/?sort=' not in empty  # the polling URL keeps its sort; headings have no links
+    assert '<th scope="col">Job</th>' in empty
+    busy = page.split('id="q-default-waiting"')[1].split('id="q-default-planned"')[0]
+    assert '<tr class="queue-filters">' in busy and '<a href="/queues/?sort=job' in busy
+    assert f">#{estate['ids']['a_waiting']}<" in busy
+
+    filtered = _text(client.get("/queues/?queue=system&list=waiting&f_job=nothing-like-it"))
+    focused = filtered.split('id="q-system-waiting"')[1].split('id="q-system-planned"')[0]
+    assert "Nothing matches these filters." in focused
+    assert 'name="f_job" value="nothing-like-it"' in focused
+
+
 def test_sort_filter_and_paging_of_one_list_are_in_the_url(estate, login_as, ctx):
     jobs = [make_job(f"Bulk {n:02d}", next_fire_at=utcnow() + timedelta(minutes=n)) for n in range(1, 13)]
     client = login_as(estate["users"]["root"])

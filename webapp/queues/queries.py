@@ -217,11 +217,12 @@ class ListView:
     position_choices = POSITION_CHOICES
 
 
-def list_view(user, state: ListState, args_apply: bool, mode: str = "plain") -> ListView:
+def list_view(user, state: ListState, args_apply: bool, mode: str = "plain", holds_entries: bool = True) -> ListView:
     """One list, sorted/filtered/paged as the request says if `args_apply`, else its first page.
-    `mode` is the queue's (queue_mode): what its waiting runs wait for."""
+    `mode` is the queue's (queue_mode): what its waiting runs wait for. `holds_entries` False: the
+    caller knows the list is empty for everyone."""
     columns = COLUMNS[state.kind]
-    if not engine.types_on(state.queue):  # no job type runs on it (mail): nothing to ask the database
+    if not holds_entries or not engine.types_on(state.queue):  # (mail: no job type runs on it)
         return ListView(state, Page([], 1, PER_PAGE, 0, DEFAULT_SORT[state.kind], "asc"), columns)
     base = _base(user, state)
     query = _filtered(base, state, mode)
@@ -410,17 +411,34 @@ def panels(user, args) -> list[Panel]:
     """Every queue's panel; the list the URL names (queue=, list=) gets its sort, page and filters."""
     focus = (args.get("queue"), args.get("list"))
     result = []
-    for name, status in statuses(user).items():
+    queues = statuses(user)
+    occupied = _occupied(queues)
+    for name, status in queues.items():
         lists = {}
         for kind in LISTS:
             chosen = focus == (name, kind)
             state = parse_state(name, kind, args if chosen else {})
-            lists[kind] = list_view(user, state, chosen, status.mode)
+            lists[kind] = list_view(user, state, chosen, status.mode, chosen or (name, kind) in occupied)
         panel = Panel(name, lists, status)
         if name == registry.MAIL_QUEUE:
             panel.mail = mail_counts()
         result.append(panel)
     return result
+
+
+def _occupied(queues) -> set[tuple[str, str]]:
+    """The (queue, list) pairs that hold an entry for anybody, in two queries that each read the
+    waiting and running runs or the planned jobs once. Most queues are empty most of the time, and
+    asking each of their lists on its own read those rows again for every queue."""
+    queue_of = {key: name for name in queues for key in engine.types_on(name)}
+    busy = (select(Job.job_type, Run.status).join(Run.job)
+            .where(Run.status.in_((RunStatus.QUEUED, RunStatus.IN_PROGRESS))).distinct())
+    occupied = {(queue_of[key], "running" if status == RunStatus.IN_PROGRESS else "waiting")
+                for key, status in db.session.execute(busy) if key in queue_of}
+    planned = (select(Job.job_type).where(Job.deleted_at.is_(None), Job.state == JobState.ACTIVE,
+                                          Job.next_fire_at.isnot(None)).distinct())
+    occupied |= {(queue_of[key], "planned") for key in db.session.scalars(planned) if key in queue_of}
+    return occupied
 
 
 def visible_queues(user) -> list[str]:
