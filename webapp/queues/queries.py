@@ -189,10 +189,17 @@ def _base(user, state: ListState):
     return _runs_on(user, state.queue, RunStatus.IN_PROGRESS if state.kind == "running" else RunStatus.QUEUED)
 
 
-def _others(user, state: ListState, visible_total_unfiltered) -> int:
-    """Entries of this list the user may not see (other domains): a count only."""
-    if visible_domain_ids(user) is None and not hidden_job_types(user):
+def _sees_all(user) -> bool:
+    return visible_domain_ids(user) is None and not hidden_job_types(user)
+
+
+def _others(user, state: ListState, visible_total_unfiltered, everyone: int | None = None) -> int:
+    """Entries of this list the user may not see (other domains): a count only. `everyone`: the
+    list's entries for everyone, when the caller counted them already."""
+    if _sees_all(user):
         return 0
+    if everyone is not None:
+        return max(0, everyone - visible_total_unfiltered)
     keys = engine.types_on(state.queue)
     if state.kind == "planned":
         everyone = (select(func.count(Job.id)).where(Job.deleted_at.is_(None), Job.job_type.in_(keys),
@@ -217,12 +224,12 @@ class ListView:
     position_choices = POSITION_CHOICES
 
 
-def list_view(user, state: ListState, args_apply: bool, mode: str = "plain", holds_entries: bool = True) -> ListView:
+def list_view(user, state: ListState, args_apply: bool, mode: str = "plain", everyone: int | None = None) -> ListView:
     """One list, sorted/filtered/paged as the request says if `args_apply`, else its first page.
-    `mode` is the queue's (queue_mode): what its waiting runs wait for. `holds_entries` False: the
-    caller knows the list is empty for everyone."""
+    `mode` is the queue's (queue_mode): what its waiting runs wait for. `everyone`: the number of
+    the list's entries for everyone, when the caller counted them (`_everyone_counts`)."""
     columns = COLUMNS[state.kind]
-    if not holds_entries or not engine.types_on(state.queue):  # (mail: no job type runs on it)
+    if everyone == 0 or not engine.types_on(state.queue):  # (mail: no job type runs on it)
         return ListView(state, Page([], 1, PER_PAGE, 0, DEFAULT_SORT[state.kind], "asc"), columns)
     base = _base(user, state)
     query = _filtered(base, state, mode)
@@ -232,10 +239,11 @@ def list_view(user, state: ListState, args_apply: bool, mode: str = "plain", hol
         page = paginate(query, sortable, DEFAULT_SORT[state.kind], per_page=PER_PAGE, tiebreak=tiebreak,
                         keys_first=True)
     else:
-        page = _first_page(query, sortable[DEFAULT_SORT[state.kind]], tiebreak, state.kind)
+        known = everyone if everyone is not None and not state.active and _sees_all(user) else None
+        page = _first_page(query, sortable[DEFAULT_SORT[state.kind]], tiebreak, state.kind, known)
     unfiltered = page.total if not state.active else db.session.scalar(
         select(func.count()).select_from(base.order_by(None).subquery()))
-    view = ListView(state, page, columns, others=_others(user, state, unfiltered))
+    view = ListView(state, page, columns, others=_others(user, state, unfiltered, everyone))
     if state.kind == "running":
         view.live, view.redis_down = live_progress(page.items)
     elif state.kind == "waiting":
@@ -243,8 +251,9 @@ def list_view(user, state: ListState, args_apply: bool, mode: str = "plain", hol
     return view
 
 
-def _first_page(query, column, tiebreak, kind):
-    total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+def _first_page(query, column, tiebreak, kind, total: int | None = None):
+    if total is None:
+        total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
     items = page_items(query, query.order_by(column.asc(), tiebreak), tiebreak, PER_PAGE, keys_first=True) \
         if total else []
     return Page(items, 1, PER_PAGE, total, DEFAULT_SORT[kind], "asc")
@@ -412,13 +421,13 @@ def panels(user, args) -> list[Panel]:
     focus = (args.get("queue"), args.get("list"))
     result = []
     queues = statuses(user)
-    occupied = _occupied(queues)
+    counts = _everyone_counts(queues)
     for name, status in queues.items():
         lists = {}
         for kind in LISTS:
             chosen = focus == (name, kind)
             state = parse_state(name, kind, args if chosen else {})
-            lists[kind] = list_view(user, state, chosen, status.mode, chosen or (name, kind) in occupied)
+            lists[kind] = list_view(user, state, chosen, status.mode, None if chosen else counts.get((name, kind), 0))
         panel = Panel(name, lists, status)
         if name == registry.MAIL_QUEUE:
             panel.mail = mail_counts()
@@ -426,19 +435,25 @@ def panels(user, args) -> list[Panel]:
     return result
 
 
-def _occupied(queues) -> set[tuple[str, str]]:
-    """The (queue, list) pairs that hold an entry for anybody, in two queries that each read the
-    waiting and running runs or the planned jobs once. Most queues are empty most of the time, and
-    asking each of their lists on its own read those rows again for every queue."""
+def _everyone_counts(queues) -> dict[tuple[str, str], int]:
+    """{(queue, list): entries for everyone}, in two grouped queries that each read the waiting
+    and running runs or the planned jobs once. Asking each list on its own read those rows again
+    for every queue, most of which are empty most of the time; a list empty for everyone is asked
+    nothing more, and one whose reader sees everything takes its count from here."""
     queue_of = {key: name for name in queues for key in engine.types_on(name)}
-    busy = (select(Job.job_type, Run.status).join(Run.job)
-            .where(Run.status.in_((RunStatus.QUEUED, RunStatus.IN_PROGRESS))).distinct())
-    occupied = {(queue_of[key], "running" if status == RunStatus.IN_PROGRESS else "waiting")
-                for key, status in db.session.execute(busy) if key in queue_of}
-    planned = (select(Job.job_type).where(Job.deleted_at.is_(None), Job.state == JobState.ACTIVE,
-                                          Job.next_fire_at.isnot(None)).distinct())
-    occupied |= {(queue_of[key], "planned") for key in db.session.scalars(planned) if key in queue_of}
-    return occupied
+    counts = {}
+    busy = (select(Job.job_type, Run.status, func.count()).join(Run.job)
+            .where(Run.status.in_((RunStatus.QUEUED, RunStatus.IN_PROGRESS))).group_by(Job.job_type, Run.status))
+    for key, status, count in db.session.execute(busy):
+        if key in queue_of:
+            place = (queue_of[key], "running" if status == RunStatus.IN_PROGRESS else "waiting")
+            counts[place] = counts.get(place, 0) + count
+    planned = (select(Job.job_type, func.count()).where(Job.deleted_at.is_(None), Job.state == JobState.ACTIVE,
+                                                        Job.next_fire_at.isnot(None)).group_by(Job.job_type))
+    for key, count in db.session.execute(planned):
+        if key in queue_of:
+            counts[(queue_of[key], "planned")] = counts.get((queue_of[key], "planned"), 0) + count
+    return counts
 
 
 def visible_queues(user) -> list[str]:
