@@ -31,6 +31,10 @@ def test_define_a_dataset_export_it_now_and_download_it_from_the_archive(ctx, im
     sign_in(page, live_server, "/datasets/")
     expect(page.locator("#datasets-table")).to_contain_text("No datasets yet.")
     page.get_by_role("link", name="New dataset").click()
+    # The click returns once the new page starts loading; htmx wires the domain field up when it
+    # has loaded (a choice made before that, on a busy machine, asked for nothing).
+    expect(page).to_have_url(re.compile(r"/datasets/new$"))
+    page.wait_for_load_state()
 
     # Choosing a domain brings its items; another domain replaces them.
     page.get_by_label("Domain").select_option(label="Study B")
