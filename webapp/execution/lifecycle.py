@@ -42,6 +42,7 @@ class Ended:
     job_id: int
     status: str
     reports: bool  # the job sends report emails
+    job_type: str | None = None  # so that a hook for one type asks nothing of the others' runs
 
 
 def _report(ended: Ended):
@@ -251,7 +252,7 @@ def end_run(run_id: int, status: str, message: str = "", ctx=None,
                                                                      .where(Job.id == job_id))
     if audit is not None:
         audit()
-    return Ending(Ended(run_id, job_id, status, bool(reports)), following)
+    return Ending(Ended(run_id, job_id, status, bool(reports), job_type), following)
 
 
 @functools.cache

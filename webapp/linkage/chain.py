@@ -255,6 +255,8 @@ def notify(envelope: Envelope, ctx, step: str, level: str, reason: str, count: i
 @lifecycle.on_finish
 def after_step(ended: lifecycle.Ended):
     """Keep the chain going (or stopped) and the envelope's status true after each of its runs."""
+    if ended.job_type != KEY:  # only the processing job's runs are steps: no query for the rest
+        return
     run = db.session.get(Run, ended.run_id)
     if run is None or run.envelope_id is None:
         return
