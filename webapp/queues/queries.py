@@ -198,16 +198,9 @@ def _others(user, state: ListState, visible_total_unfiltered, everyone: int | No
     list's entries for everyone, when the caller counted them already."""
     if _sees_all(user):
         return 0
-    if everyone is not None:
-        return max(0, everyone - visible_total_unfiltered)
-    keys = engine.types_on(state.queue)
-    if state.kind == "planned":
-        everyone = (select(func.count(Job.id)).where(Job.deleted_at.is_(None), Job.job_type.in_(keys),
-                                                      Job.state == JobState.ACTIVE, Job.next_fire_at.isnot(None)))
-    else:
-        status = RunStatus.IN_PROGRESS if state.kind == "running" else RunStatus.QUEUED
-        everyone = select(func.count(Run.id)).join(Run.job).where(Job.job_type.in_(keys), Run.status == status)
-    return max(0, db.session.scalar(everyone) - visible_total_unfiltered)
+    if everyone is None:
+        everyone = _everyone_counts([state.queue], {state.kind}).get((state.queue, state.kind), 0)
+    return max(0, everyone - visible_total_unfiltered)
 
 
 @dataclass
@@ -435,23 +428,27 @@ def panels(user, args) -> list[Panel]:
     return result
 
 
-def _everyone_counts(queues) -> dict[tuple[str, str], int]:
-    """{(queue, list): entries for everyone}, in two grouped queries that each read the waiting
-    and running runs or the planned jobs once. Asking each list on its own read those rows again
-    for every queue, most of which are empty most of the time; a list empty for everyone is asked
-    nothing more, and one whose reader sees everything takes its count from here."""
+def _everyone_counts(queues, kinds=LISTS) -> dict[tuple[str, str], int]:
+    """{(queue, list): entries for everyone} of the given queues and kinds of list, in at most
+    two grouped queries that each read the waiting and running runs or the planned jobs once.
+    Asking each list on its own read those rows again for every queue, most of which are empty
+    most of the time; a list empty for everyone is asked nothing more, and one whose reader sees
+    everything takes its count from here."""
     queue_of = {key: name for name in queues for key in engine.types_on(name)}
     counts = {}
-    busy = (select(Job.job_type, Run.status, func.count()).join(Run.job)
-            .where(Run.status.in_((RunStatus.QUEUED, RunStatus.IN_PROGRESS))).group_by(Job.job_type, Run.status))
-    for key, status, count in db.session.execute(busy):
-        if key in queue_of:
+    if queue_of and {"running", "waiting"} & set(kinds):
+        busy = (select(Job.job_type, Run.status, func.count()).join(Run.job)
+                .where(Job.job_type.in_(queue_of), Run.status.in_((RunStatus.QUEUED, RunStatus.IN_PROGRESS)))
+                .group_by(Job.job_type, Run.status))
+        for key, status, count in db.session.execute(busy):
             place = (queue_of[key], "running" if status == RunStatus.IN_PROGRESS else "waiting")
             counts[place] = counts.get(place, 0) + count
-    planned = (select(Job.job_type, func.count()).where(Job.deleted_at.is_(None), Job.state == JobState.ACTIVE,
-                                                        Job.next_fire_at.isnot(None)).group_by(Job.job_type))
-    for key, count in db.session.execute(planned):
-        if key in queue_of:
+    if queue_of and "planned" in kinds:
+        planned = (select(Job.job_type, func.count())
+                   .where(Job.job_type.in_(queue_of), Job.deleted_at.is_(None), Job.state == JobState.ACTIVE,
+                          Job.next_fire_at.isnot(None))
+                   .group_by(Job.job_type))
+        for key, count in db.session.execute(planned):
             counts[(queue_of[key], "planned")] = counts.get((queue_of[key], "planned"), 0) + count
     return counts
 
